@@ -1,0 +1,244 @@
+"""The public API: validate, make contiguous, allocate, dispatch to a backend."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _validate as V
+from . import reference
+
+
+def _backend_ops(backend, p):
+    if backend == "cpu":
+        from .cpu import CpuOps
+        return CpuOps(p)
+    if backend == "cuda":
+        from .cuda import CudaOps     # raises a clear error when numba-cuda or a GPU is missing
+        return CudaOps(p)
+    raise AssertionError(backend)
+
+
+def init_params(n_in, n_hidden, n_out, *, vocab_size=None, dtype=np.float32, seed=None):
+    """Randomly initialised parameters of the RNN.
+
+    Parameters
+    ----------
+    n_in, n_hidden, n_out : int
+        Input features (or the one-hot vocabulary when ids feed ``U`` directly), hidden units
+        and outputs. All must be positive.
+    vocab_size : int, optional
+        When given, an embedding table ``E [vocab_size, n_in]`` is added and integer inputs
+        are looked up in it.
+    dtype : float32 or float64
+    seed : int or numpy.random.Generator, optional
+
+    Returns
+    -------
+    dict of C-contiguous arrays
+        ``U [n_hidden, n_in]``, ``W [n_hidden, n_hidden]``, ``b [n_hidden]``,
+        ``V [n_out, n_hidden]``, ``c [n_out]`` and ``E [vocab_size, n_in]``.
+
+    Notes
+    -----
+    Weight matrices are drawn from N(0, 1/fan_in) (LeCun normal: ``U`` and ``W`` keep the
+    pre-activation's variance near one for unit-variance inputs and states), biases are zero,
+    and ``E`` is N(0, 1) so embedded inputs have unit variance like one-hot rows of ``U``.
+    """
+    for name, v in (("n_in", n_in), ("n_hidden", n_hidden), ("n_out", n_out)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be a positive int; got {v!r}")
+    if vocab_size is not None and (isinstance(vocab_size, bool) or not isinstance(vocab_size, (int, np.integer))
+                                   or vocab_size < 1):
+        raise ValueError(f"vocab_size must be None or a positive int; got {vocab_size!r}")
+    dt = np.dtype(dtype)
+    if dt not in V.FLOAT_DTYPES:
+        raise TypeError(f"dtype must be float32 or float64; got {dt}")
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+
+    def normal(shape, fan_in):
+        return np.ascontiguousarray((rng.standard_normal(shape) / np.sqrt(fan_in)).astype(dt))
+
+    params = {
+        "U": normal((n_hidden, n_in), n_in),
+        "W": normal((n_hidden, n_hidden), n_hidden),
+        "b": np.zeros(n_hidden, dtype=dt),
+        "V": normal((n_out, n_hidden), n_hidden),
+        "c": np.zeros(n_out, dtype=dt),
+    }
+    if vocab_size is not None:
+        params["E"] = normal((vocab_size, n_in), 1)
+    return params
+
+
+def loss_and_grad(params, inputs, targets, h0=None, *, activation="tanh", loss="cross_entropy",
+                  reduction="sum", mask=None, batch_first=False, backend="cpu",
+                  truncate=None, checkpoint=None):
+    """Loss, gradients and final hidden state of an RNN over a batch of sequences.
+
+    Model: ``a_t = x_t Uᵀ + h_{t-1} Wᵀ + b``, ``h_t = f(a_t)``, ``o_t = h_t Vᵀ + c``.
+
+    Parameters
+    ----------
+    params : dict
+        ``U [H, n_in]``, ``W [H, H]``, ``b [H]``, ``V [n_out, H]``, ``c [n_out]`` and optionally
+        ``E [vocab, n_in]``, all of one float dtype (float32 or float64).
+    inputs : array
+        Float ``[T, B, n_in]`` or integer ids ``[T, B]``. Ids are looked up in ``E`` when
+        params has it, else they select columns of ``U`` (one-hot inputs, never materialised).
+    targets : array
+        ``loss="cross_entropy"``: class ids ``[T, B]`` or probability rows ``[T, B, n_out]``.
+        ``loss="mse"``: floats ``[T, B, n_out]``. Without the time axis (``[B]`` or
+        ``[B, n_out]``) the loss is on each sequence's last valid step only (many-to-one).
+    h0 : array [B, H], optional
+        Initial state; zeros when None.
+    activation : {"tanh", "sigmoid", "relu"}
+    loss : {"cross_entropy", "mse"}
+        Softmax + negative log-likelihood, or ``½‖o_t − y_t‖²`` per step.
+    reduction : {"sum", "mean"}
+        Sum over valid (t, b), or divided by their number (by B for many-to-one).
+    mask : array [T, B] of 0/1, optional
+        Steps with 0 carry no loss; ``h_last`` is each sequence's state at its last valid step.
+    batch_first : bool
+        Inputs, per-step targets and mask are ``[B, T, ...]``.
+    backend : {"cpu", "numpy", "cuda"}
+        Numba CPU kernels, the NumPy reference, or the CUDA kernels.
+    truncate : None, int k or (k1, k2)
+        Truncated BPTT(k2; k1): blocks of k1 steps, each block's losses flow back k2 − k1
+        steps before the block's first step and no further. ``k`` means ``(k, k)``.
+    checkpoint : None, "sqrt" or int s
+        Keep one state every s steps (√T for "sqrt") and recompute the rest during the
+        backward pass: the same gradient in far less memory.
+
+    Returns
+    -------
+    loss : float
+    grads : dict
+        The keys of params plus ``"h0"`` (∂L/∂h0), in the params' dtype.
+    h_last : array [B, H]
+    """
+    p = V.validate_loss_and_grad(params, inputs, targets, h0, activation, loss, reduction, mask,
+                                 batch_first, backend, truncate, checkpoint)
+    if backend == "numpy":
+        return reference.loss_and_grad(p)
+    from . import engine
+    return engine.run(p, _backend_ops(backend, p))
+
+
+class RNNCache:
+    """What :func:`rnn_backward` needs from :func:`rnn_forward` (treat it as opaque)."""
+
+    __slots__ = ("x", "hs", "U", "W", "act", "activation", "backend", "batch_first")
+
+    def __init__(self, x, hs, U, W, activation, backend, batch_first):
+        self.x, self.hs, self.U, self.W = x, hs, U, W
+        self.activation, self.act = activation, V.ACTIVATIONS[activation]
+        self.backend, self.batch_first = backend, batch_first
+
+
+def rnn_forward(x, h0, U, W, b, *, activation="tanh", batch_first=False, backend="cpu"):
+    """Forward pass of the recurrent layer alone, for composing with your own layers.
+
+    Parameters
+    ----------
+    x : array [T, B, n_in]
+        Inputs (``[B, T, n_in]`` with ``batch_first=True``).
+    h0 : array [B, H] or None
+    U : [H, n_in], W : [H, H], b : [H]
+    activation : {"tanh", "sigmoid", "relu"}
+    backend : {"cpu", "numpy"}
+
+    Returns
+    -------
+    hs : array [T, B, H]
+        ``h_1 .. h_T`` (read-only view of the cache: the backward pass needs them unchanged).
+    cache : RNNCache
+        Pass to :func:`rnn_backward`. It references ``x``; do not modify ``x`` in between.
+    """
+    V.check_choice("activation", activation, tuple(V.ACTIVATIONS))
+    V.check_choice("backend", backend, ("cpu", "numpy"))
+    U, W, b = (V.as_array(n, a) for n, a in (("U", U), ("W", W), ("b", b)))
+    n_in, H, dtype = V.check_weights(U, W, b)
+    x = V.as_array("x", x)
+    if x.ndim != 3:
+        raise ValueError(f"x must be 3-D [{'B, T' if batch_first else 'T, B'}, n_in]; got shape {x.shape}")
+    if x.dtype != dtype:
+        raise TypeError(f"x has dtype {x.dtype} but the weights have {dtype}; "
+                        "cast explicitly, fastbptt does not mix precisions")
+    if batch_first:
+        x = x.transpose(1, 0, 2)
+    T, B, nx = x.shape
+    if nx != n_in:
+        raise ValueError(f"x must have n_in = {n_in} features (columns of U); got shape {x.shape}")
+    if T == 0 or B == 0:
+        raise ValueError(f"x must have T > 0 and B > 0; got shape {x.shape}")
+    if h0 is None:
+        h0 = np.zeros((B, H), dtype=dtype)
+    h0 = V.as_array("h0", h0)
+    if h0.dtype != dtype:
+        raise TypeError(f"h0 has dtype {h0.dtype} but the weights have {dtype}")
+    if h0.shape != (B, H):
+        raise ValueError(f"h0 must be [B, H] = [{B}, {H}]; got shape {h0.shape}")
+    x = np.ascontiguousarray(x)
+    U, W, b = (np.ascontiguousarray(a) for a in (U, W, b))
+    if backend == "numpy":
+        hs = reference.rnn_forward(x, h0, U, W, b, activation)
+    else:
+        from .cpu import forward_steps
+        hs = np.empty((T + 1, B, H), dtype=dtype)      # [T+1, B, H], h0 in slot 0
+        hs[0] = h0
+        xu = np.dot(x.reshape(-1, n_in), U.T).reshape(T, B, H)
+        xu += b
+        forward_steps(xu, np.ascontiguousarray(W.T), hs, np.empty((B, H), dtype=dtype),
+                      V.ACTIVATIONS[activation])
+    cache = RNNCache(x, hs, U, W, activation, backend, batch_first)
+    out = hs[1:]
+    if batch_first:
+        out = out.transpose(1, 0, 2)
+    out = out.view()
+    out.flags.writeable = False
+    return out, cache
+
+
+def rnn_backward(dhs, cache):
+    """Backward pass of the recurrent layer.
+
+    Parameters
+    ----------
+    dhs : array [T, B, H]
+        ∂L/∂h_t from the layers above, for every step (``[B, T, H]`` if the forward pass was
+        batch-first). The recurrent path is added here, with one accumulating delta buffer.
+    cache : RNNCache
+        From :func:`rnn_forward`.
+
+    Returns
+    -------
+    dx : [T, B, n_in] (batch-first like x), dh0 : [B, H], dU : [H, n_in], dW : [H, H], db : [H]
+    """
+    if not isinstance(cache, RNNCache):
+        raise TypeError(f"cache must be the RNNCache returned by rnn_forward; got {type(cache).__name__}")
+    hs, x, U, W = cache.hs, cache.x, cache.U, cache.W
+    T, B, H = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
+    dhs = V.as_array("dhs", dhs)
+    if dhs.dtype != hs.dtype:
+        raise TypeError(f"dhs has dtype {dhs.dtype} but the layer runs in {hs.dtype}")
+    if cache.batch_first:
+        dhs = dhs.transpose(1, 0, 2) if dhs.ndim == 3 else dhs
+    if dhs.shape != (T, B, H):
+        want = (B, T, H) if cache.batch_first else (T, B, H)
+        got = dhs.transpose(1, 0, 2).shape if cache.batch_first and dhs.ndim == 3 else dhs.shape
+        raise ValueError(f"dhs must be {list(want)}, the shape of hs; got shape {got}")
+    dhs = np.ascontiguousarray(dhs)
+    if cache.backend == "numpy":
+        dx, dh0, dU, dW, db = reference.rnn_backward(dhs, x, hs, U, W, cache.activation)
+    else:
+        from .cpu import backward_steps
+        dh0 = np.zeros((B, H), dtype=hs.dtype)
+        da = np.empty((T, B, H), dtype=hs.dtype)
+        backward_steps(dhs, 0, hs, W, dh0, da, cache.act)
+        da2 = da.reshape(-1, H)
+        dx = (da2 @ U).reshape(T, B, -1)
+        dU = da2.T @ x.reshape(-1, x.shape[2])
+        dW = da2.T @ hs[:-1].reshape(-1, H)
+        db = da2.sum(axis=0)
+    if cache.batch_first:
+        dx = np.ascontiguousarray(dx.transpose(1, 0, 2))
+    return dx, dh0, dU, dW, db

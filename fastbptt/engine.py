@@ -1,0 +1,154 @@
+"""Backend-agnostic BPTT scheduler: full, truncated BPTT(k2; k1) and checkpointed.
+
+The scheduler decides which steps are run forward, which states are kept and which windows
+are backpropagated; a backend's ``ops`` object (:class:`fastbptt.cpu.CpuOps`, the CUDA twin)
+does the arithmetic. One loop covers every mode::
+
+    for each block [s0, s1) of k1 steps (one block of T steps without truncation):
+        run the forward pass over the block, keeping what the state store keeps
+        backpropagate the window [lo, s1), lo = max(0, s0 - (k2 - k1)),
+            segment by segment from the last (one segment without checkpointing),
+            injecting the output-layer gradient of the block's own steps only
+
+Without checkpointing the store keeps the states of the current window (all T+1 states for
+full BPTT, ``k2 + 1`` with truncation); with checkpointing it keeps one state every ``s``
+steps and recomputes a segment's states just before that segment is backpropagated, so
+every array that scales with time is held for one segment only.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _segments(lo: int, hi: int, seg):
+    """[lo, hi) cut at multiples of seg (absolute step numbers), in backward order."""
+    if seg is None:
+        return [(lo, hi)]
+    cuts = list(range((lo // seg + 1) * seg, hi, seg))
+    bounds = [lo] + cuts + [hi]
+    return [(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 2, -1, -1)]
+
+
+class _WindowStore:
+    """Keeps every state of the current window: h_base .. h_{base+count-1}."""
+
+    def __init__(self, ops, p, k1, hist):
+        self.ops, self.p = ops, p
+        cap = min(p.T, hist + k1) + 1
+        self.buf = ops.empty((cap, p.B, p.H))        # [k2+1, B, H] (or [T+1, B, H])
+        ops.copy_into(self.buf[0], p_h0(ops, p))
+        self.base, self.count = 0, 1
+
+    def advance(self, s0, s1, lo, capture):
+        # drop the states the next window no longer needs (keeps h_lo .. h_s0)
+        if lo > self.base:
+            drop = lo - self.base
+            keep = self.count - drop
+            self.ops.copy_into(self.buf[:keep], self.buf[drop:self.count])   # may overlap
+            self.base, self.count = lo, keep
+        i = s0 - self.base
+        hs = self.buf[i:i + (s1 - s0) + 1]
+        self.ops.forward(self.ops.proj(s0, s1), hs)
+        self.count = i + (s1 - s0) + 1
+        capture(hs, s0)
+
+    def states(self, a, e):
+        return self.buf[a - self.base:e - self.base + 1]
+
+    def final(self):
+        return self.buf[self.count - 1]
+
+
+class _CheckpointStore:
+    """Keeps h_t for t a multiple of ``seg``; recomputes a segment's states on demand."""
+
+    def __init__(self, ops, p, seg):
+        self.ops, self.p, self.seg = ops, p, seg
+        self.ckpt = {0: p_h0(ops, p)}
+        self.scratch = ops.empty((seg + 1, p.B, p.H))  # [s+1, B, H]
+        self.h = self.ckpt[0]                          # state at the end of the last block
+
+    def _run(self, c, e):
+        """States h_c .. h_e (e - c <= seg) into scratch, starting from the stored h_c."""
+        hs = self.scratch[:e - c + 1]
+        self.ops.copy_into(hs[0], self.ckpt[c])
+        self.ops.forward(self.ops.proj(c, e), hs)
+        return hs
+
+    def advance(self, s0, s1, lo, capture):
+        seg = self.seg
+        floor_lo = (lo // seg) * seg
+        for t in [t for t in self.ckpt if t < floor_lo]:
+            del self.ckpt[t]
+        t = s0
+        while t < s1:
+            e = min(s1, (t // seg + 1) * seg)
+            hs = self.scratch[:e - t + 1]
+            self.ops.copy_into(hs[0], self.h)          # h_t: the state the last run ended on
+            self.ops.forward(self.ops.proj(t, e), hs)
+            capture(hs, t)
+            self.h = self.ops.empty((self.p.B, self.p.H))
+            self.ops.copy_into(self.h, hs[-1])
+            if e % seg == 0:
+                self.ckpt[e] = self.h
+            t = e
+
+    def states(self, a, e):
+        c = (a // self.seg) * self.seg
+        hs = self._run(c, e)
+        return hs[a - c:]
+
+    def final(self):
+        return self.h
+
+
+def p_h0(ops, p):
+    return getattr(ops, "h0", p.h0)
+
+
+def run(p, ops):
+    """Loss, gradients and h_last of the validated problem ``p`` on the backend ``ops``."""
+    T = p.T
+    k1, k2 = p.truncate if p.truncate is not None else (T, T)
+    hist = k2 - k1
+    seg = p.checkpoint
+    if seg is not None and seg >= min(T, k2):
+        seg = None                 # one segment covers every window: nothing to recompute
+    g = ops.new_grads()
+    store = _WindowStore(ops, p, k1, hist) if seg is None else _CheckpointStore(ops, p, seg)
+
+    h_last = None
+    if p.masked:                   # sequences end at different steps: gather as we go
+        h_last = ops.empty((p.B, p.H))
+        ops.copy_into(h_last, p_h0(ops, p))          # a sequence with no valid step keeps h0
+
+    def capture(hs, t_first):
+        if h_last is None:
+            return
+        n = hs.shape[0] - 1
+        sel = np.nonzero((p.last >= t_first) & (p.last < t_first + n))[0]
+        if sel.size:
+            ops.capture(h_last, hs, t_first, sel)
+
+    loss = 0.0
+    for s0 in range(0, T, k1):
+        s1 = min(T, s0 + k1)
+        lo = max(0, s0 - hist)
+        store.advance(s0, s1, lo, capture)
+        dh = ops.zeros((p.B, p.H))                    # the one hidden-delta buffer
+        for a, e in _segments(lo, s1, seg):
+            hs = store.states(a, e)                   # [e-a+1, B, H]: h_a .. h_e
+            i0 = max(a, s0)                           # first step whose loss is injected
+            dhe = None
+            if i0 < e:
+                l, dhe = ops.head(hs[i0 - a + 1:], i0, e, g)
+                loss += l
+            da = ops.backward(dhe, i0 - a, hs, dh)
+            ops.weight_grads(a, e, da, hs[:-1], g)
+        if lo == 0:
+            g["h0"] += dh
+    if h_last is None:
+        h_last = ops.empty((p.B, p.H))
+        ops.copy_into(h_last, store.final())         # a copy: the store's buffers are dropped
+    grads = ops.finish(g)
+    return loss, grads, h_last
