@@ -20,3 +20,10 @@ ADAPTER64 = dict(rtol=1e-9, atol=1e-12)
 # CUDA (simulator or GPU) against the CPU backend.
 CUDA64 = dict(rtol=1e-9, atol=1e-11)
 CUDA32 = dict(rtol=2e-4, atol=2e-5)
+# float32 against float64 on long sequences (T = 10,000, B = 4, H = 32, init_params' scale,
+# tanh, reduction="mean"); measured worst 2.6e-8 (loss), 6.2e-6 (gradient, relative to the
+# largest entry of that gradient), 4.7e-7 (h_last): about 15x margin. Chaotic weights
+# (spectral radius of W well above 1) amplify rounding in any float32 RNN and are excluded.
+LONG32_LOSS_RTOL = 1e-6
+LONG32_GRAD = 1e-4          # max |g32 - g64| / max |g64|, per gradient
+LONG32_H_ATOL = 1e-5
