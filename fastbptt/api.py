@@ -7,6 +7,11 @@ from . import _validate as V
 from . import reference
 
 
+def _cpu_fused_eligible(p):
+    from .cpu import fused_eligible
+    return fused_eligible(p)
+
+
 def _backend_ops(backend, p):
     if backend == "cpu":
         from .cpu import CpuOps
@@ -71,7 +76,7 @@ def init_params(n_in, n_hidden, n_out, *, vocab_size=None, dtype=np.float32, see
 
 def loss_and_grad(params, inputs, targets, h0=None, *, activation="tanh", loss="cross_entropy",
                   reduction="sum", mask=None, batch_first=False, backend="cpu",
-                  truncate=None, checkpoint=None):
+                  truncate=None, checkpoint=None, check_finite=False):
     """Loss, gradients and final hidden state of an RNN over a batch of sequences.
 
     Model: ``a_t = x_t Uᵀ + h_{t-1} Wᵀ + b``, ``h_t = f(a_t)``, ``o_t = h_t Vᵀ + c``.
@@ -107,6 +112,11 @@ def loss_and_grad(params, inputs, targets, h0=None, *, activation="tanh", loss="
     checkpoint : None, "sqrt" or int s
         Keep one state every s steps (√T for "sqrt") and recompute the rest during the
         backward pass: the same gradient in far less memory.
+    check_finite : bool
+        Raise ``FloatingPointError`` (naming the loss and the gradients affected) when the
+        loss or any gradient holds inf or NaN, e.g. after relu states overflow or when the
+        data hold NaN. By default (False) such values are returned as they are: overflow
+        never crashes, it yields inf/NaN in the loss and gradients of the steps it touches.
 
     Returns
     -------
@@ -115,12 +125,47 @@ def loss_and_grad(params, inputs, targets, h0=None, *, activation="tanh", loss="
         The keys of params plus ``"h0"`` (∂L/∂h0), in the params' dtype.
     h_last : array [B, H]
     """
+    if isinstance(backend, str) and backend == "cuda":
+        # device arrays are validated from their shapes and dtypes and never copied to the host
+        from . import cuda
+        if not isinstance(check_finite, (bool, np.bool_)):
+            raise TypeError(f"check_finite must be a bool; got {check_finite!r}")
+        out = cuda.loss_and_grad(params, inputs, targets, h0, activation=activation, loss=loss,
+                                 reduction=reduction, mask=mask, batch_first=batch_first,
+                                 truncate=truncate, checkpoint=checkpoint)
+        if check_finite:
+            _check_finite(*out[:2])
+        return out
     p = V.validate_loss_and_grad(params, inputs, targets, h0, activation, loss, reduction, mask,
                                  batch_first, backend, truncate, checkpoint)
+    if not isinstance(check_finite, (bool, np.bool_)):
+        raise TypeError(f"check_finite must be a bool; got {check_finite!r}")
     if backend == "numpy":
-        return reference.loss_and_grad(p)
-    from . import engine
-    return engine.run(p, _backend_ops(backend, p))
+        out = reference.loss_and_grad(p)
+    elif backend == "cpu" and _cpu_fused_eligible(p):
+        from .cpu import fused_loss_and_grad       # full BPTT, no mask: one compiled call (issue 5)
+        out = fused_loss_and_grad(p)
+    else:
+        from . import engine
+        out = engine.run(p, _backend_ops(backend, p))
+    if check_finite:
+        _check_finite(*out[:2])
+    return out
+
+
+def _check_finite(loss, grads):
+    """Raise FloatingPointError naming the loss/gradients that hold inf or NaN."""
+    bad = [] if np.isfinite(loss) else [f"loss ({loss})"]
+    for k, g in grads.items():
+        g = g.copy_to_host() if hasattr(g, "copy_to_host") else np.asarray(g)
+        if not np.all(np.isfinite(g)):
+            bad.append(f"grads[{k!r}] ({int(np.count_nonzero(~np.isfinite(g)))} of {g.size} "
+                       "entries inf/NaN)")
+    if bad:
+        raise FloatingPointError(
+            "check_finite=True: non-finite " + ", ".join(bad) + ". Likely causes: NaN/inf in "
+            "the inputs, targets or params, or states overflowing (relu with large recurrent "
+            "weights); lower the learning rate, clip gradients or use tanh/sigmoid.")
 
 
 class RNNCache:
@@ -144,7 +189,8 @@ def rnn_forward(x, h0, U, W, b, *, activation="tanh", batch_first=False, backend
     h0 : array [B, H] or None
     U : [H, n_in], W : [H, H], b : [H]
     activation : {"tanh", "sigmoid", "relu"}
-    backend : {"cpu", "numpy"}
+    backend : {"cpu", "numpy", "cuda"}
+        ``"cuda"``: see :func:`fastbptt.cuda.rnn_forward` (device arrays in, device arrays out).
 
     Returns
     -------
@@ -154,7 +200,10 @@ def rnn_forward(x, h0, U, W, b, *, activation="tanh", batch_first=False, backend
         Pass to :func:`rnn_backward`. It references ``x``; do not modify ``x`` in between.
     """
     V.check_choice("activation", activation, tuple(V.ACTIVATIONS))
-    V.check_choice("backend", backend, ("cpu", "numpy"))
+    V.check_choice("backend", backend, ("cpu", "numpy", "cuda"))
+    if backend == "cuda":
+        from . import cuda
+        return cuda.rnn_forward(x, h0, U, W, b, activation=activation, batch_first=batch_first)
     U, W, b = (V.as_array(n, a) for n, a in (("U", U), ("W", W), ("b", b)))
     n_in, H, dtype = V.check_weights(U, W, b)
     x = V.as_array("x", x)
@@ -215,6 +264,9 @@ def rnn_backward(dhs, cache):
     """
     if not isinstance(cache, RNNCache):
         raise TypeError(f"cache must be the RNNCache returned by rnn_forward; got {type(cache).__name__}")
+    if cache.backend == "cuda":
+        from . import cuda
+        return cuda.rnn_backward(dhs, cache)
     hs, x, U, W = cache.hs, cache.x, cache.U, cache.W
     T, B, H = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
     dhs = V.as_array("dhs", dhs)

@@ -66,6 +66,7 @@ class _CheckpointStore:
         self.ops, self.p, self.seg = ops, p, seg
         self.ckpt = {0: p_h0(ops, p)}
         self.scratch = ops.empty((seg + 1, p.B, p.H))  # [s+1, B, H]
+        self.held = None                               # (c, e): scratch holds h_c .. h_e
         self.h = self.ckpt[0]                          # state at the end of the last block
 
     def _run(self, c, e):
@@ -73,6 +74,7 @@ class _CheckpointStore:
         hs = self.scratch[:e - c + 1]
         self.ops.copy_into(hs[0], self.ckpt[c])
         self.ops.forward(self.ops.proj(c, e), hs)
+        self.held = (c, e)
         return hs
 
     def advance(self, s0, s1, lo, capture):
@@ -86,6 +88,7 @@ class _CheckpointStore:
             hs = self.scratch[:e - t + 1]
             self.ops.copy_into(hs[0], self.h)          # h_t: the state the last run ended on
             self.ops.forward(self.ops.proj(t, e), hs)
+            self.held = (t, e)
             capture(hs, t)
             self.h = self.ops.empty((self.p.B, self.p.H))
             self.ops.copy_into(self.h, hs[-1])
@@ -94,6 +97,9 @@ class _CheckpointStore:
             t = e
 
     def states(self, a, e):
+        if self.held is not None and self.held[0] <= a and self.held[1] == e:
+            c = self.held[0]       # the segment the forward pass just ended on: no recompute
+            return self.scratch[a - c:e - c + 1]
         c = (a // self.seg) * self.seg
         hs = self._run(c, e)
         return hs[a - c:]
@@ -143,8 +149,12 @@ def run(p, ops):
             if i0 < e:
                 l, dhe = ops.head(hs[i0 - a + 1:], i0, e, g)
                 loss += l
+            # da is allocated per segment, not kept in one reused buffer: a buffer kept
+            # across segments would be alive during the next head call, the peak phase
             da = ops.backward(dhe, i0 - a, hs, dh)
+            del dhe                                   # not needed by the weight gradients
             ops.weight_grads(a, e, da, hs[:-1], g)
+            del da, hs
         if lo == 0:
             g["h0"] += dh
     if h_last is None:

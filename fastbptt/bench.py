@@ -1,0 +1,412 @@
+"""``fastbptt bench``: one forward + backward of ``loss_and_grad`` against its peers.
+
+Every measurement runs in its own Python process (so thread pools of different BLAS
+libraries, OpenMP runtimes and JIT compilers never share a process) and reports the median
+wall time of repeated calls after a warm-up that sits outside the timed region:
+
+* ``fastbptt``   -- fastbptt's compiled backend (``--backend cpu``, or ``cuda``)
+* ``reference``  -- fastbptt's NumPy reference (``backend="numpy"``), the oracle
+* ``torch``      -- PyTorch CPU: ``nn.RNN(nonlinearity="tanh")`` + ``nn.Linear`` +
+  ``cross_entropy(reduction="sum")``, forward + ``backward()``, threads = cores available
+* ``jax``        -- ``jit(value_and_grad)`` over ``lax.scan`` (only when JAX is installed)
+
+Throughput counts ``2·T·B·H·(2·n_in + 3·H + 3·n_out)`` flops per forward + backward (one-hot
+inputs are counted as dense, as the issue does). The roofline is the best single-precision
+matrix-product rate measured in the same run: an 8192×1024×1024 product through NumPy's BLAS
+and through PyTorch's, the better of the two.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+SIZES = {  # name: (T, B, n_in, H, n_out, one-hot ids)
+    "minchar": (25, 1, 65, 100, 65, True),
+    "small": (100, 32, 64, 128, 64, False),
+    "medium": (100, 64, 256, 512, 256, False),
+    "large": (64, 128, 1024, 1024, 1024, False),
+}
+IMPLS = ("fastbptt", "reference", "torch", "jax")
+ROOF = (8192, 1024, 1024)                 # sgemm [M, K] @ [K, N]
+
+
+def flops(T, B, n_in, H, n_out):
+    """Flops of one forward + backward, the issue's count."""
+    return 2 * T * B * H * (2 * n_in + 3 * H + 3 * n_out)
+
+
+def n_cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+# --------------------------------------------------------------------------- workers
+def _problem(size, dtype):
+    import numpy as np
+    T, B, n_in, H, n_out, ids = SIZES[size]
+    rng = np.random.default_rng(0)
+    dt = np.dtype(dtype)
+    from . import api
+    params = api.init_params(n_in, H, n_out, dtype=dt, seed=0)
+    x = rng.integers(0, n_in, (T, B)) if ids else rng.standard_normal((T, B, n_in)).astype(dt)
+    y = rng.integers(0, n_out, (T, B))
+    return params, x, y
+
+
+def _timeit(fn, min_time, min_reps, max_reps):
+    """First-call time, then the median of repeated calls after one more warm-up call."""
+    t0 = time.perf_counter()
+    fn()
+    first = time.perf_counter() - t0
+    fn()                                    # warm-up, untimed
+    times = []
+    start = time.perf_counter()
+    while len(times) < max_reps and (len(times) < min_reps or time.perf_counter() - start < min_time):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return first, times
+
+
+def _fn_fastbptt(size, dtype, backend):
+    from . import api
+    params, x, y = _problem(size, dtype)
+    if backend == "cuda":
+        from . import cuda  # noqa: F401  (raises ImportError when unavailable)
+    return lambda: api.loss_and_grad(params, x, y, backend=backend)
+
+
+def _fn_reference(size, dtype, backend):
+    from . import api
+    params, x, y = _problem(size, dtype)
+    return lambda: api.loss_and_grad(params, x, y, backend="numpy")
+
+
+def _fn_torch(size, dtype, backend):
+    import numpy as np
+    import torch
+    torch.set_num_threads(n_cores())
+    T, B, n_in, H, n_out, ids = SIZES[size]
+    params, x, y = _problem(size, dtype)
+    tdt = torch.float32 if np.dtype(dtype) == np.float32 else torch.float64
+    rnn = torch.nn.RNN(n_in, H, nonlinearity="tanh").to(tdt)
+    lin = torch.nn.Linear(H, n_out).to(tdt)
+    with torch.no_grad():
+        rnn.weight_ih_l0.copy_(torch.from_numpy(params["U"]))
+        rnn.weight_hh_l0.copy_(torch.from_numpy(params["W"]))
+        rnn.bias_ih_l0.zero_()
+        rnn.bias_hh_l0.zero_()
+        lin.weight.copy_(torch.from_numpy(params["V"]))
+        lin.bias.zero_()
+    if ids:                                 # one-hot rows, built outside the timed region
+        xt = torch.nn.functional.one_hot(torch.from_numpy(x), n_in).to(tdt)
+    else:
+        xt = torch.from_numpy(x)
+    yt = torch.from_numpy(y).reshape(-1)
+    h0 = torch.zeros(1, B, H, dtype=tdt)
+
+    def fn():
+        for m in (rnn, lin):
+            for q in m.parameters():
+                q.grad = None
+        out, hn = rnn(xt, h0)
+        loss = torch.nn.functional.cross_entropy(lin(out).reshape(-1, n_out), yt, reduction="sum")
+        loss.backward()
+        return loss.item()
+    return fn
+
+
+def _fn_jax(size, dtype, backend):
+    import numpy as np
+    if np.dtype(dtype) == np.float64:
+        os.environ.setdefault("JAX_ENABLE_X64", "1")
+    import jax
+    import jax.numpy as jnp
+    T, B, n_in, H, n_out, ids = SIZES[size]
+    params, x, y = _problem(size, dtype)
+    P = {k: jnp.asarray(v) for k, v in params.items()}
+    xj, yj = jnp.asarray(x), jnp.asarray(y)
+
+    def loss_fn(P, x, y):
+        # input projection for all steps at once, then the recurrence in lax.scan
+        xu = (P["U"].T[x] if ids else x @ P["U"].T) + P["b"]           # [T, B, H]
+
+        def step(h, xu_t):
+            h = jnp.tanh(xu_t + h @ P["W"].T)
+            return h, h
+        _, hs = jax.lax.scan(step, jnp.zeros((B, H), xu.dtype), xu)   # [T, B, H]
+        o = hs @ P["V"].T + P["c"]
+        lse = jax.nn.logsumexp(o, axis=-1)
+        return jnp.sum(lse - jnp.take_along_axis(o, y[..., None], axis=-1)[..., 0])
+
+    f = jax.jit(jax.value_and_grad(loss_fn))
+
+    def fn():
+        v, g = f(P, xj, yj)
+        jax.block_until_ready(g)
+        return float(v)
+    return fn
+
+
+def _fn_sgemm(lib, dtype):
+    import numpy as np
+    M, K, N = ROOF
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((M, K)).astype(np.float32)
+    b = rng.standard_normal((K, N)).astype(np.float32)
+    if lib == "numpy":
+        out = np.empty((M, N), np.float32)
+        return lambda: np.dot(a, b, out=out)
+    import torch
+    torch.set_num_threads(n_cores())
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    out = torch.empty(M, N)
+    return lambda: torch.mm(ta, tb, out=out)
+
+
+def _worker(argv):
+    """Child process: ``impl size dtype backend min_time``; prints one JSON line."""
+    impl, size, dtype, backend, min_time = argv[0], argv[1], argv[2], argv[3], float(argv[4])
+    t0 = time.perf_counter()
+    if impl.startswith("sgemm-"):
+        fn = _fn_sgemm(impl[6:], dtype)
+        fl = 2 * ROOF[0] * ROOF[1] * ROOF[2]
+    else:
+        fn = {"fastbptt": _fn_fastbptt, "reference": _fn_reference, "torch": _fn_torch,
+              "jax": _fn_jax}[impl](size, dtype, backend)
+        fl = flops(*SIZES[size][:5])
+    setup = time.perf_counter() - t0
+    first, times = _timeit(fn, min_time, 5, 2000)
+    med = statistics.median(times)
+    print(json.dumps(dict(ok=True, impl=impl, size=size, dtype=dtype, setup_s=setup,
+                          first_s=first, median_s=med, min_s=min(times), reps=len(times),
+                          gflops=fl / med / 1e9)))
+
+
+def _run_child(impl, size, dtype, backend, min_time, timeout):
+    cmd = [sys.executable, "-c", "import sys; from fastbptt.bench import _worker; _worker(sys.argv[1:])",
+           impl, size, dtype, backend, str(min_time)]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return dict(ok=False, impl=impl, size=size, note=f"timed out after {timeout} s")
+    lines = [l for l in r.stdout.splitlines() if l.startswith("{")]
+    if r.returncode == 0 and lines:
+        return json.loads(lines[-1])
+    err = (r.stderr.strip().splitlines() or ["no output"])[-1]
+    if "ModuleNotFoundError" in err or "ImportError" in err:
+        err = "not installed: " + err.split(":", 1)[-1].strip()
+    return dict(ok=False, impl=impl, size=size, note=err[:200])
+
+
+def _available(mod):
+    import importlib.util
+    return importlib.util.find_spec(mod) is not None
+
+
+# --------------------------------------------------------------------------- CLI
+def configure_parser(parser):
+    parser.add_argument("--sizes", default="minchar,small,medium,large",
+                        help="comma-separated subset of " + ", ".join(SIZES) + " (default: all)")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    parser.add_argument("--backend", default="cpu", choices=("cpu", "cuda"),
+                        help="fastbptt backend to measure (default cpu)")
+    parser.add_argument("--impls", default=",".join(IMPLS),
+                        help="comma-separated subset of " + ", ".join(IMPLS))
+    parser.add_argument("--min-time", type=float, default=2.0,
+                        help="seconds of timed calls per measurement, at least 5 calls (default 2)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat every measurement this many times, interleaved, and report "
+                             "the median of the medians (default 1)")
+    parser.add_argument("--no-roofline", action="store_true", help="skip the sgemm measurements")
+    parser.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    parser.add_argument("--plot", metavar="FILE.png", help="draw GFLOP/s per size and implementation")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds per child process")
+
+
+def _parse_list(name, text, allowed):
+    from .cli import CLIError
+    items = [s.strip() for s in text.split(",") if s.strip()]
+    bad = [s for s in items if s not in allowed]
+    if bad or not items:
+        raise CLIError(f"--{name}: unknown {', '.join(bad) or '(empty)'}; choose from {', '.join(allowed)}")
+    return items
+
+
+def run_bench(sizes, dtype="float32", backend="cpu", impls=IMPLS, min_time=2.0, rounds=1,
+              roofline=True, timeout=600, log=print):
+    """Run the measurements; return the results dict that ``--json`` writes."""
+    notes = []
+    skip = {}
+    if "torch" in impls and not _available("torch"):
+        skip["torch"] = "PyTorch not installed (pip install torch)"
+    if "jax" in impls and not _available("jax"):
+        skip["jax"] = "JAX not installed (pip install jax jaxlib)"
+    if backend == "cuda":
+        try:
+            from . import cuda  # noqa: F401
+        except Exception as exc:  # ImportError or no GPU
+            skip["fastbptt"] = f"CUDA backend unavailable: {exc}"
+    for k, v in skip.items():
+        notes.append(f"{k}: skipped, {v}")
+
+    runs = {}                               # (impl, size) -> list of child results
+    roof = {}
+    for r in range(rounds):
+        if roofline:
+            for lib in ("numpy", "torch"):
+                if lib == "torch" and not _available("torch"):
+                    continue
+                res = _run_child(f"sgemm-{lib}", "-", "float32", "cpu", min_time, timeout)
+                if res.get("ok"):
+                    roof.setdefault(lib, []).append(res["gflops"])
+                    log(f"  round {r + 1}: sgemm {lib}: {res['gflops']:.1f} GFLOP/s")
+        for size in sizes:
+            for impl in impls:
+                if impl in skip:
+                    continue
+                res = _run_child(impl, size, dtype, backend, min_time, timeout)
+                runs.setdefault((impl, size), []).append(res)
+                if res.get("ok"):
+                    log(f"  round {r + 1}: {size:8s} {impl:10s} {res['median_s'] * 1e3:10.3f} ms "
+                        f"(first call {res['first_s']:.2f} s, {res['reps']} reps)")
+                else:
+                    log(f"  round {r + 1}: {size:8s} {impl:10s} failed: {res.get('note')}")
+
+    roof_gflops = max((statistics.median(v) for v in roof.values()), default=None)
+    rows = []
+    for size in sizes:
+        T, B, n_in, H, n_out, _ = SIZES[size]
+        fl = flops(T, B, n_in, H, n_out)
+        med = {}
+        for impl in impls:
+            ok = [x for x in runs.get((impl, size), []) if x.get("ok")]
+            if ok:
+                med[impl] = statistics.median(x["median_s"] for x in ok)
+            elif (impl, size) in runs:
+                notes.append(f"{impl} at {size}: failed ({runs[(impl, size)][-1].get('note')})")
+        for impl in impls:
+            if impl not in med:
+                continue
+            ok = [x for x in runs[(impl, size)] if x.get("ok")]
+            row = dict(size=size, impl=impl, T=T, B=B, n_in=n_in, H=H, n_out=n_out,
+                       ms=med[impl] * 1e3, gflops=fl / med[impl] / 1e9,
+                       first_s=statistics.median(x["first_s"] for x in ok),
+                       ms_rounds=[x["median_s"] * 1e3 for x in ok])
+            row["pct_roofline"] = 100 * row["gflops"] / roof_gflops if roof_gflops else None
+            for peer in ("torch", "jax", "reference"):
+                row[f"speedup_vs_{peer}"] = med[peer] / med[impl] if peer in med else None
+            rows.append(row)
+    return dict(
+        machine=dict(cpu=cpu_model(), cores=n_cores(), python=platform.python_version(),
+                     platform=platform.platform()),
+        command="fastbptt bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else "",
+        dtype=dtype, backend=backend, rounds=rounds, min_time=min_time,
+        flops_formula="2*T*B*H*(2*n_in + 3*H + 3*n_out)",
+        roofline=dict(gflops=roof_gflops, sgemm=f"{ROOF[0]}x{ROOF[1]}x{ROOF[2]}",
+                      per_lib={k: statistics.median(v) for k, v in roof.items()}),
+        versions=_versions(), rows=rows, notes=notes,
+        time=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+    )
+
+
+def _versions():
+    import importlib.metadata as md
+    out = {}
+    for pkg in ("fastbptt", "numpy", "numba", "scipy", "torch", "jax", "mkl", "intel-cmplr-lib-rt"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def format_table(res):
+    """The results as a Markdown table."""
+    def f(v, fmt):
+        return "–" if v is None else format(v, fmt)
+    roof = res["roofline"]
+    lines = [f"{res['machine']['cpu']}, {res['machine']['cores']} cores; dtype {res['dtype']}; "
+             f"roofline {f(roof['gflops'], '.0f')} GFLOP/s (best sgemm {roof['sgemm']}: "
+             + ", ".join(f"{k} {v:.0f}" for k, v in roof["per_lib"].items()) + ")",
+             "",
+             "| size | impl | ms (median) | GFLOP/s | % roofline | × vs torch | × vs jax | × vs reference |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in res["rows"]:
+        lines.append(f"| {r['size']} | {r['impl']} | {r['ms']:.3f} | {r['gflops']:.2f} | "
+                     f"{f(r['pct_roofline'], '.1f')} | {f(r['speedup_vs_torch'], '.2f')} | "
+                     f"{f(r['speedup_vs_jax'], '.2f')} | {f(r['speedup_vs_reference'], '.2f')} |")
+    for n in res["notes"]:
+        lines.append(f"\nnote: {n}")
+    return "\n".join(lines)
+
+
+def plot(res, path):
+    """Grouped bars of GFLOP/s per size and implementation, with the roofline."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    sizes = list(dict.fromkeys(r["size"] for r in res["rows"]))
+    impls = list(dict.fromkeys(r["impl"] for r in res["rows"]))
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    width = 0.8 / max(1, len(impls))
+    for i, impl in enumerate(impls):
+        xs, ys = [], []
+        for j, s in enumerate(sizes):
+            for r in res["rows"]:
+                if r["size"] == s and r["impl"] == impl:
+                    xs.append(j + (i - (len(impls) - 1) / 2) * width)
+                    ys.append(r["gflops"])
+        ax.bar(xs, ys, width, label=impl)
+    if res["roofline"]["gflops"]:
+        ax.axhline(res["roofline"]["gflops"], color="k", ls="--", lw=1, label="roofline (best sgemm)")
+    ax.set_xticks(range(len(sizes)), sizes)
+    ax.set_yscale("log")
+    ax.set_ylabel("GFLOP/s (forward + backward)")
+    ax.set_title(f"fastbptt bench, {res['dtype']}, {res['machine']['cores']} cores")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(args) -> int:
+    from .cli import CLIError
+    sizes = _parse_list("sizes", args.sizes, tuple(SIZES))
+    impls = _parse_list("impls", args.impls, IMPLS)
+    if args.min_time <= 0 or args.rounds < 1:
+        raise CLIError("--min-time must be > 0 and --rounds >= 1")
+    if args.plot and not _available("matplotlib"):
+        raise CLIError("--plot needs matplotlib (pip install 'fastbptt[plot]')")
+    print(f"fastbptt bench: sizes {', '.join(sizes)}; {args.dtype}; backend {args.backend}; "
+          f"{n_cores()} cores; each measurement in its own process", flush=True)
+    res = run_bench(sizes, args.dtype, args.backend, impls, args.min_time, args.rounds,
+                    not args.no_roofline, args.timeout,
+                    log=lambda s: print(s, file=sys.stderr, flush=True))
+    print(format_table(res))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=2)
+        print(f"wrote {args.json}")
+    if args.plot:
+        plot(res, args.plot)
+        print(f"wrote {args.plot}")
+    return 0

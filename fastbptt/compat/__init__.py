@@ -1,0 +1,16 @@
+"""Drop-in replacements for the gradient code of NumPy RNN scripts people actually run.
+
+Each adapter keeps the original's signature, shapes and return values and computes the same
+numbers with fastbptt's compiled engine (backend ``"cpu"``):
+
+* :func:`min_char_rnn` — ``lossFun`` of Karpathy's min-char-rnn gist;
+* :mod:`fastbptt.compat.cs231n` — ``rnn_forward`` / ``rnn_backward`` of CS231n's ``rnn_layers``;
+* :mod:`fastbptt.compat.wildml` — ``bptt`` of the WildML RNN tutorial's ``RNNNumpy``.
+
+The adapters only map shapes (column vectors and ``(in, out)`` weights to fastbptt's
+row-major, PyTorch-style layout); they never modify the caller's arrays.
+"""
+from . import cs231n, wildml
+from .min_char_rnn import min_char_rnn
+
+__all__ = ["min_char_rnn", "cs231n", "wildml"]

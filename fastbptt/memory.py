@@ -1,0 +1,485 @@
+"""What each BPTT interval and checkpoint setting costs: memory, time, gradient fidelity.
+
+* :func:`estimate` predicts the peak bytes one ``loss_and_grad`` call allocates on the CPU
+  backend, by component (states, checkpoints, input projection, output head, deltas, ...).
+* :func:`profile` measures, for every BPTT interval ``k`` (``truncate=k``) and checkpoint
+  setting, the peak bytes (:mod:`tracemalloc`), the time, and how far the gradient is from
+  full BPTT (cosine similarity and relative norm error) — the price of truncation.
+* ``fastbptt memprofile`` runs :func:`profile`, prints a table, and writes JSON and a plot.
+
+Measuring: NumPy reports its array buffers to :mod:`tracemalloc`, and so does Numba's
+runtime (NRT allocates with ``PyMem_RawMalloc``, which tracemalloc traces), so arrays the
+compiled full-BPTT kernel allocates are counted too. Only memory allocated *during* the call
+is measured: the caller's inputs and parameters are not, the returned gradients are.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import math
+import time
+import tracemalloc
+from dataclasses import dataclass, field
+
+import numpy as np
+
+INPUT_KINDS = ("onehot", "float", "embed")
+
+
+# --------------------------------------------------------------------------- estimate
+@dataclass
+class MemoryEstimate:
+    """Predicted peak bytes of one ``loss_and_grad`` call.
+
+    Attributes
+    ----------
+    components : dict of str -> int
+        Bytes of each kind of buffer alive at the predicted peak (they sum to ``total``).
+    total : int
+        The predicted peak.
+    phase : str
+        Where the peak happens: ``"forward"``, ``"head"``, ``"backward"`` or ``"weights"``.
+    rnn : int
+        The part that scales with the sequence or the window: ``total`` minus parameter
+        gradients, weight copies and per-step loss weights.
+    """
+
+    components: dict
+    total: int
+    phase: str
+    rnn: int = field(default=0)
+
+    def __str__(self):
+        parts = ", ".join(f"{k} {v / 2**20:.2f}" for k, v in self.components.items() if v)
+        return f"{self.total / 2**20:.2f} MiB at {self.phase} ({parts})"
+
+
+def _ckpt_segment(checkpoint, T):
+    from ._validate import parse_checkpoint
+    return parse_checkpoint(checkpoint, T)
+
+
+def estimate(T, B, n_in, n_hidden, n_out, *, truncate=None, checkpoint=None, dtype=np.float32,
+             inputs="onehot", vocab_size=None, fused=None):
+    """Predicted peak bytes of ``loss_and_grad`` on the CPU backend, by component.
+
+    Parameters
+    ----------
+    T, B, n_in, n_hidden, n_out : int
+        Steps, sequences, input features (the vocabulary for one-hot ids), hidden units and
+        outputs.
+    truncate : None, int or (k1, k2)
+    checkpoint : None, "sqrt" or int
+        As in :func:`fastbptt.loss_and_grad`.
+    dtype : float32 or float64
+    inputs : {"onehot", "float", "embed"}
+        Integer ids selecting columns of ``U``, float inputs ``[T, B, n_in]`` (the caller's
+        array, not counted), or ids looked up in ``E [vocab_size, n_in]``.
+    vocab_size : int, optional
+        Rows of ``E`` for ``inputs="embed"`` (default ``n_in``).
+    fused : bool, optional
+        Whether the call takes the one-kernel full-BPTT path (no truncation, no
+        checkpointing, no mask). Default: exactly when there is neither truncation nor
+        checkpointing; pass False for a masked full-BPTT call.
+
+    Returns
+    -------
+    MemoryEstimate
+        ``.total`` bytes and ``.components``; ``.rnn`` is the part that scales with time.
+
+    Notes
+    -----
+    The model follows :func:`fastbptt.engine.run`: per block of k1 steps, a forward pass
+    (input projection ``xu``, states), then per backward segment the output head (logits
+    and ∂L/∂h, for the block's own steps only), the backward loop (one reused delta buffer
+    ``da``), the weight gradients. Without checkpointing the states of the current window
+    are kept (``min(T, k2) + 1`` of them); with checkpointing ``s``, one state every ``s``
+    steps plus one segment's worth of everything else.
+    """
+    from ._validate import parse_truncate
+    for name, v in (("T", T), ("B", B), ("n_in", n_in), ("n_hidden", n_hidden), ("n_out", n_out)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be a positive int; got {v!r}")
+    if inputs not in INPUT_KINDS:
+        raise ValueError(f"inputs must be one of {', '.join(map(repr, INPUT_KINDS))}; got {inputs!r}")
+    it = np.dtype(dtype).itemsize
+    H, O, I = int(n_hidden), int(n_out), int(n_in)
+    tr = parse_truncate(truncate, T)
+    seg = _ckpt_segment(checkpoint, T)
+    k1, k2 = tr if tr is not None else (T, T)
+    hist = k2 - k1
+    if seg is not None and seg >= min(T, k2):
+        seg = None
+    if fused is None:
+        fused = tr is None and seg is None and checkpoint is None
+    BH = B * H * it
+    V_E = vocab_size or I
+
+    params = (H * I + H * H + H + O * H + O + (V_E * I if inputs == "embed" else 0)) * it
+    fixed = {
+        "gradients": params + B * H * it,                          # dU.. dc (dE) and dh0
+        "weight_copies": (H * H + (I * H if inputs == "onehot" else 0)) * it,   # Wᵀ, Uᵀ
+        "loss_weights": T * B * it,                                # validation: [T, B]
+    }
+
+    if fused:
+        R = T * B
+        comp = {"states": (T + 1) * BH, "logits": R * O * it, "deltas": T * BH}
+        if inputs == "embed":
+            comp["embedded_inputs"] = 2 * R * I * it               # E[ids] and da U
+        comp["h_last"] = BH
+        comp.update(fixed)
+        comp["weight_copies"] = 0
+        return _finish(comp, "backward")
+
+    if seg is None:
+        store = {"states": (min(T, hist + k1) + 1) * BH}
+        L = min(T, k2)                # longest backward segment (one window)
+        nf = min(T, k1)               # steps per forward run
+        nh = min(T, k1)               # steps whose loss one head call handles
+        rec = 0
+    else:
+        n_ck = (T // seg + 1) if tr is None else (min(T, k2 + seg) // seg + 2)
+        store = {"checkpoints": n_ck * BH, "states": (seg + 1) * BH}
+        L = seg
+        nf = min(seg, k1)
+        nh = min(seg, k1)
+        rec = seg
+    xe = (lambda n: n * B * I * it) if inputs == "embed" else (lambda n: 0)
+    phases = {
+        "forward": {"input_projection": max(nf, rec) * BH, "embedded_inputs": xe(max(nf, rec))},
+        "head": {"logits": nh * B * O * it, "dh_head": nh * BH},
+        "backward": {"dh_head": nh * BH, "deltas": L * BH},
+        "weights": {"deltas": L * BH, "embedded_inputs": 2 * xe(L)},
+    }
+    best = None
+    for name, comp in phases.items():
+        full = dict(store)
+        full.update(comp)
+        full["dh"] = 2 * BH                                        # dh and the last state
+        full.update(fixed)
+        tot = sum(full.values())
+        if best is None or tot > best[0]:
+            best = (tot, name, full)
+    return _finish(best[2], best[1])
+
+
+def _finish(comp, phase):
+    comp = {k: int(v) for k, v in comp.items()}
+    total = sum(comp.values())
+    rnn = total - comp.get("gradients", 0) - comp.get("weight_copies", 0) - comp.get("loss_weights", 0)
+    return MemoryEstimate(components=comp, total=total, phase=phase, rnn=rnn)
+
+
+# --------------------------------------------------------------------------- measuring
+def measure_peak(fn):
+    """(result, peak bytes traced while ``fn()`` ran, seconds)."""
+    gc.collect()
+    was = tracemalloc.is_tracing()
+    if not was:
+        tracemalloc.start()
+    tracemalloc.reset_peak()
+    base = tracemalloc.get_traced_memory()[0]
+    t0 = time.perf_counter()
+    out = fn()
+    dt = time.perf_counter() - t0
+    peak = tracemalloc.get_traced_memory()[1] - base
+    if not was:
+        tracemalloc.stop()
+    return out, peak, dt
+
+
+def _time_best(fn, repeat):
+    best = math.inf
+    out = None
+    for _ in range(max(1, repeat)):
+        gc.collect()
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return out, best
+
+
+RECURRENT_KEYS = ("U", "W", "b", "E")
+
+
+def gradient_deviation(grads, full, keys=None):
+    """(cosine similarity, relative norm error) of ``grads`` against ``full``, in float64.
+
+    Over the concatenation of ``keys`` (default: every parameter gradient, not ``h0``).
+    """
+    keys = [k for k in (keys or full) if k != "h0" and k in full]
+    g = np.concatenate([np.asarray(grads[k], np.float64).ravel() for k in keys])
+    f = np.concatenate([np.asarray(full[k], np.float64).ravel() for k in keys])
+    nf, ng = np.linalg.norm(f), np.linalg.norm(g)
+    cos = float(g @ f / (ng * nf)) if nf > 0 and ng > 0 else float(nf == ng)
+    rel = float(np.linalg.norm(g - f) / nf) if nf > 0 else float(np.linalg.norm(g))
+    return cos, rel
+
+
+def default_intervals(T):
+    """1, 2, 4, ... below T, and T itself."""
+    out, k = [], 1
+    while k < T:
+        out.append(k)
+        k *= 2
+    return out + [T]
+
+
+def make_problem(T, B, n_hidden, vocab, *, dtype=np.float32, seed=0):
+    """A character-level LM problem: params, one-hot input ids [T, B] and next-id targets."""
+    from .api import init_params
+    rng = np.random.default_rng(seed)
+    params = init_params(vocab, n_hidden, vocab, dtype=dtype, seed=seed)
+    ids = rng.integers(0, vocab, size=(T + 1, B))
+    return params, ids[:-1], ids[1:]
+
+
+def profile(T=2000, B=32, n_hidden=256, vocab=256, *, intervals=None, checkpoints=("sqrt",),
+            combined=(), dtype=np.float32, backend="cpu", repeat=1, seed=0, progress=None):
+    """Peak memory, time and gradient deviation of each BPTT setting on one problem.
+
+    The problem is a character-level language model: one-hot input ids (``vocab`` of them
+    feed ``U`` directly), ``n_hidden`` tanh units, cross-entropy over ``vocab`` classes,
+    random ids and weights from ``seed``.
+
+    Parameters
+    ----------
+    T, B, n_hidden, vocab : int
+    intervals : list of int, optional
+        BPTT intervals ``k`` (``truncate=k``); default 1, 2, 4, ..., T.
+    checkpoints : sequence
+        Checkpoint settings (``"sqrt"`` or ints) to profile with full BPTT.
+    combined : sequence of (truncate, checkpoint)
+        Extra settings combining both.
+    dtype, backend
+        As in :func:`fastbptt.loss_and_grad`.
+    repeat : int
+        Timed runs per setting (the best is reported), after the traced run.
+    progress : callable, optional
+        Called with each finished row.
+
+    Returns
+    -------
+    dict
+        ``config`` and ``rows``: one dict per setting with ``setting``, ``truncate``,
+        ``checkpoint``, ``interval`` (k, or T for full BPTT), ``peak_bytes``,
+        ``estimate_bytes`` (CPU only), ``seconds``, ``cosine``, ``rel_error`` (all parameter
+        gradients) and ``cosine_recurrent``, ``rel_error_recurrent`` (U, W, b only — the
+        output layer's gradient is never truncated).
+    """
+    from .api import loss_and_grad
+    dtype = np.dtype(dtype)
+    intervals = default_intervals(T) if intervals is None else list(intervals)
+    params, x, y = make_problem(T, B, n_hidden, vocab, dtype=dtype, seed=seed)
+    # compile (or load from the cache) every kernel first, so no compilation is measured
+    for tr, ck in ((None, None), (2, None), (None, 2)):
+        loss_and_grad(params, x[:4], y[:4], truncate=tr, checkpoint=ck, backend=backend)
+
+    settings = [("full", None, None)]
+    settings += [(f"truncate={k}", k, None) for k in intervals if k != T]
+    settings += [(f"checkpoint={c}", None, c) for c in checkpoints]
+    settings += [(f"truncate={t},checkpoint={c}", t, c) for t, c in combined]
+    rows, full = [], None
+    for name, tr, ck in settings:
+        def call():
+            return loss_and_grad(params, x, y, truncate=tr, checkpoint=ck, backend=backend)
+        out, peak, _ = measure_peak(call)
+        del out
+        out, secs = _time_best(call, repeat)
+        grads = out[1]
+        if full is None:
+            full = grads
+        cos, rel = gradient_deviation(grads, full)
+        cos_r, rel_r = gradient_deviation(grads, full, RECURRENT_KEYS)
+        k = T if tr is None else (tr if isinstance(tr, int) else tr[1])
+        est = estimate(T, B, vocab, n_hidden, vocab, truncate=tr, checkpoint=ck, dtype=dtype,
+                       inputs="onehot").total if backend == "cpu" else None
+        row = dict(setting=name, truncate=tr, checkpoint=ck, interval=min(k, T),
+                   peak_bytes=int(peak), estimate_bytes=est, seconds=secs, loss=float(out[0]),
+                   cosine=cos, rel_error=rel, cosine_recurrent=cos_r, rel_error_recurrent=rel_r)
+        rows.append(row)
+        if progress is not None:
+            progress(row)
+    config = dict(T=T, B=B, n_hidden=n_hidden, vocab=vocab, n_in=vocab, n_out=vocab,
+                  inputs="onehot ids", loss="cross_entropy", activation="tanh",
+                  dtype=str(dtype), backend=backend, repeat=repeat, seed=seed)
+    return dict(config=config, rows=rows)
+
+
+# --------------------------------------------------------------------------- report
+_HEADER = (f"{'setting':<28} {'k':>6} {'peak MiB':>9} {'est MiB':>8} {'time ms':>9} "
+           f"{'cos':>9} {'rel err':>9} {'cos(U,W,b)':>11} {'rel(U,W,b)':>10}")
+
+
+def format_row(r):
+    est = f"{r['estimate_bytes'] / 2**20:8.2f}" if r.get("estimate_bytes") else f"{'-':>8}"
+    return (f"{r['setting']:<28} {r['interval']:>6} {r['peak_bytes'] / 2**20:9.2f} {est} "
+            f"{r['seconds'] * 1e3:9.1f} {r['cosine']:9.6f} {r['rel_error']:9.2e} "
+            f"{r['cosine_recurrent']:11.6f} {r['rel_error_recurrent']:10.2e}")
+
+
+def format_table(result):
+    return "\n".join([_HEADER] + [format_row(r) for r in result["rows"]])
+
+
+def plot(result, path):
+    """Memory, time and gradient error against the BPTT interval, as a PNG at ``path``."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ImportError("--plot needs matplotlib: pip install 'fastbptt[plot]'") from exc
+    cfg, rows = result["config"], result["rows"]
+    trunc = [r for r in rows if r["truncate"] is not None and r["checkpoint"] is None]
+    full = next(r for r in rows if r["setting"] == "full")
+    ckpts = [r for r in rows if r["truncate"] is None and r["checkpoint"] is not None]
+    ks = [r["interval"] for r in trunc] + [cfg["T"]]
+    line = trunc + [full]
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
+    mib = 2 ** 20
+    ax = axes[0]
+    ax.plot(ks, [r["peak_bytes"] / mib for r in line], "o-", color="C0", label="truncate=k (measured)")
+    if all(r.get("estimate_bytes") for r in line):
+        ax.plot(ks, [r["estimate_bytes"] / mib for r in line], "x--", color="C0", alpha=0.6,
+                label="truncate=k (estimate)")
+    for i, r in enumerate(ckpts):
+        ax.axhline(r["peak_bytes"] / mib, color=f"C{i + 2}", ls=":",
+                   label=f"full BPTT, {r['setting']}")
+    ax.set_ylabel("peak memory of one call (MiB)")
+    ax.set_yscale("log")
+    ax.set_title("memory")
+
+    ax = axes[1]
+    ax.plot(ks, [r["seconds"] * 1e3 for r in line], "o-", color="C1", label="truncate=k")
+    for i, r in enumerate(ckpts):
+        ax.axhline(r["seconds"] * 1e3, color=f"C{i + 2}", ls=":", label=f"full BPTT, {r['setting']}")
+    ax.set_ylabel("time of one call (ms)")
+    ax.set_ylim(bottom=0)
+    ax.set_title("time")
+
+    ax = axes[2]
+    floor = 1e-16
+    ax.plot(ks[:-1], [max(r["rel_error_recurrent"], floor) for r in trunc], "o-", color="C3",
+            label="‖g − g_full‖ / ‖g_full‖  (U, W, b)")
+    ax.plot(ks[:-1], [max(1 - r["cosine_recurrent"], floor) for r in trunc], "s--", color="C4",
+            label="1 − cosine  (U, W, b)")
+    ax.plot(ks[:-1], [max(r["rel_error"], floor) for r in trunc], "^:", color="C5",
+            label="‖g − g_full‖ / ‖g_full‖  (all params)")
+    ax.set_yscale("log")
+    ax.set_ylabel("gradient deviation from full BPTT")
+    ax.set_title("gradient error of truncation")
+
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("BPTT interval k (truncate=k); rightmost point: full BPTT")
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+    fig.suptitle(f"fastbptt memprofile: T={cfg['T']}, B={cfg['B']}, H={cfg['n_hidden']}, "
+                 f"vocab={cfg['vocab']} (one-hot ids, cross-entropy), {cfg['dtype']}, "
+                 f"backend={cfg['backend']}", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------- CLI
+def _positive_int(text):
+    import argparse
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}")
+    return v
+
+
+def configure_parser(parser):
+    """Options of ``fastbptt memprofile``."""
+    a = parser.add_argument
+    a("--T", type=_positive_int, default=2000, help="sequence length (default 2000)")
+    a("--batch", "--B", dest="B", type=_positive_int, default=32, help="sequences per batch (default 32)")
+    a("--hidden", type=_positive_int, default=256, help="hidden units (default 256)")
+    a("--vocab", type=_positive_int, default=256,
+      help="one-hot input ids and output classes (default 256)")
+    a("--intervals", metavar="K,K,...", help="BPTT intervals to profile (default 1,2,4,...,T)")
+    a("--checkpoint", metavar="S,S,...", default="sqrt",
+      help="checkpoint settings profiled with full BPTT: 'sqrt' or ints (default sqrt; 'none' for none)")
+    a("--dtype", default="float32", choices=("float32", "float64"))
+    a("--backend", default="cpu", choices=("cpu", "cuda"))
+    a("--repeat", type=_positive_int, default=1, help="timed runs per setting; the best is shown (default 1)")
+    a("--seed", type=int, default=0)
+    a("--json", metavar="PATH", help="write the results as JSON")
+    a("--plot", metavar="FILE.png", help="draw memory, time and gradient error against the interval")
+
+
+def _parse_list(name, text, allow_sqrt=False):
+    from .cli import CLIError
+    out = []
+    for part in (text or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if allow_sqrt and part == "sqrt":
+            out.append("sqrt")
+            continue
+        if allow_sqrt and part == "none":
+            continue
+        try:
+            v = int(part)
+        except ValueError:
+            raise CLIError(f"{name}: expected comma-separated positive integers"
+                           f"{' or sqrt' if allow_sqrt else ''}; got {part!r}") from None
+        if v < 1:
+            raise CLIError(f"{name}: values must be >= 1; got {v}")
+        out.append(v)
+    return out
+
+
+def main(args):
+    """Run ``fastbptt memprofile``: print the table, write JSON and the plot if asked."""
+    import sys
+
+    from .cli import CLIError
+    intervals = _parse_list("--intervals", args.intervals) if args.intervals else None
+    if intervals is not None and not intervals:
+        raise CLIError("--intervals: give at least one interval")
+    checkpoints = _parse_list("--checkpoint", args.checkpoint, allow_sqrt=True)
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise CLIError("--plot needs matplotlib, which is not installed: "
+                           "pip install 'fastbptt[plot]'") from None
+    if args.backend == "cuda":
+        try:
+            from . import cuda  # noqa: F401
+        except Exception as exc:  # pragma: no cover - depends on the machine
+            raise CLIError(f"--backend cuda is unavailable: {exc}") from None
+    print(f"fastbptt memprofile: T={args.T} B={args.B} H={args.hidden} vocab={args.vocab} "
+          f"{args.dtype} backend={args.backend} (peak = tracemalloc peak of one call)")
+    print(_HEADER)
+    t0 = time.perf_counter()
+    result = profile(args.T, args.B, args.hidden, args.vocab, intervals=intervals,
+                     checkpoints=checkpoints, dtype=np.dtype(args.dtype), backend=args.backend,
+                     repeat=args.repeat, seed=args.seed,
+                     progress=lambda r: (print(format_row(r)), sys.stdout.flush()))
+    result["config"]["wall_seconds"] = time.perf_counter() - t0
+    if args.json:
+        try:
+            with open(args.json, "w") as f:
+                json.dump(result, f, indent=1)
+        except OSError as exc:
+            raise CLIError(f"--json {args.json}: cannot write: {exc.strerror or exc}") from None
+        print(f"wrote {args.json}")
+    if args.plot:
+        try:
+            plot(result, args.plot)
+        except OSError as exc:
+            raise CLIError(f"--plot {args.plot}: cannot write: {exc.strerror or exc}") from None
+        print(f"wrote {args.plot}")
+    return 0

@@ -1,0 +1,165 @@
+"""`fastbptt train`: argument errors, a tiny run whose loss falls, checkpoints, Ctrl-C."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fastbptt import cli, train
+
+TEXT = "the quick brown fox jumps over the lazy dog.\n" * 40
+TINY = ["--hidden", "16", "--batch", "4", "--bptt", "8", "--sample-every", "0", "--no-progress",
+        "--sample-len", "20"]
+
+
+@pytest.fixture
+def text_file(tmp_path):
+    p = tmp_path / "text.txt"
+    p.write_text(TEXT)
+    return str(p)
+
+
+def run(argv, capsys):
+    code = cli.main(["train"] + argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, err, *words):
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("argv,word", [
+    (["--steps", "0"], "--steps"),
+    (["--steps", "ten"], "--steps"),
+    (["--lr", "-0.1"], "--lr"),
+    (["--lr", "nan"], "--lr"),
+    (["--temperature", "0"], "--temperature"),
+    (["--batch", "0"], "--batch"),
+    (["--clip", "-1"], "--clip"),
+    (["--optimizer", "sgd"], "--optimizer"),
+    (["--dtype", "float16"], "--dtype"),
+    (["--bogus"], "--bogus"),
+])
+def test_bad_option_values(argv, word, capsys):
+    code, _, err = run(argv, capsys)
+    assert_one_line_error(code, err, word)
+
+
+def test_bad_text_files(tmp_path, capsys):
+    code, _, err = run(["--text", str(tmp_path / "nope.txt")] + TINY, capsys)
+    assert_one_line_error(code, err, "--text", "no such file")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    code, _, err = run(["--text", str(empty)] + TINY, capsys)
+    assert_one_line_error(code, err, "empty")
+    short = tmp_path / "short.txt"
+    short.write_text("abcdefghij" * 3)                       # 30 chars < 4 x 8 + 1
+    code, _, err = run(["--text", str(short)] + TINY, capsys)
+    assert_one_line_error(code, err, "shorter than one interval", "33")
+    code, _, err = run(["--text", str(tmp_path)] + TINY, capsys)
+    assert_one_line_error(code, err, "directory")
+    code, _, err = run(["--text", str(short), "--plot", str(tmp_path / "no" / "dir.png")] + TINY, capsys)
+    assert_one_line_error(code, err, "--plot")
+
+
+def test_tiny_run_loss_falls_and_plots(text_file, tmp_path, capsys):
+    ck, png = str(tmp_path / "ck.npz"), str(tmp_path / "loss.png")
+    code, out, err = run(["--text", text_file, "--steps", "80", "--lr", "0.01", "--save", ck,
+                          "--plot", png] + TINY, capsys)
+    assert code == 0, err
+    losses = np.load(ck)["losses"]
+    assert losses.shape == (80,)
+    assert losses[:5].mean() > 2.5                          # ~ln(vocab 28) = 3.3 at the start
+    assert losses[-10:].mean() < 0.6 * losses[:5].mean()    # and clearly lower at the end
+    assert "done: 80 steps" in out and "chars/s" in out and "--- sample" in out
+    assert os.path.getsize(png) > 1000
+
+
+def test_resume_continues_exactly(text_file, tmp_path, capsys):
+    a, b = str(tmp_path / "a.npz"), str(tmp_path / "b.npz")
+    common = ["--text", text_file, "--lr", "0.01"] + TINY
+    assert run(common + ["--steps", "12", "--save", a], capsys)[0] == 0
+    assert run(common + ["--steps", "7", "--save", b], capsys)[0] == 0
+    code, out, _ = run(common + ["--steps", "5", "--resume", b, "--save", b], capsys)
+    assert code == 0 and "resuming at step 7" in out
+    za, zb = np.load(a), np.load(b)
+    assert int(zb["step"]) == 12
+    for k in ("U", "W", "b", "V", "c", "h", "opt_m_W", "opt_v_V", "losses"):
+        np.testing.assert_array_equal(za[k], zb[k], err_msg=k)
+
+
+def test_resume_adagrad_and_mismatches(text_file, tmp_path, capsys):
+    ck = str(tmp_path / "ck.npz")
+    common = ["--text", text_file] + TINY
+    assert run(common + ["--steps", "3", "--optimizer", "adagrad", "--save", ck], capsys)[0] == 0
+    assert run(common + ["--steps", "2", "--resume", ck, "--save", ck], capsys)[0] == 0
+    assert int(np.load(ck)["step"]) == 5 and "opt_g2_U" in np.load(ck).files
+    code, _, err = run(common + ["--steps", "1", "--resume", ck, "--hidden", "8"], capsys)
+    assert_one_line_error(code, err, "--hidden")
+    other = tmp_path / "other.txt"
+    other.write_text("ZZZ qqq " * 100)
+    code, _, err = run(["--text", str(other), "--steps", "1", "--resume", ck] + TINY, capsys)
+    assert_one_line_error(code, err, "vocabulary")
+
+
+def test_corrupt_checkpoints(text_file, tmp_path, capsys):
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"\x00not a zip file at all" * 10)
+    good = str(tmp_path / "good.npz")
+    assert run(["--text", text_file, "--steps", "2", "--save", good] + TINY, capsys)[0] == 0
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(open(good, "rb").read()[:400])
+    partial = tmp_path / "partial.npz"
+    z = dict(np.load(good))
+    del z["W"]
+    np.savez(partial, **z)
+    wrong = tmp_path / "wrong.npz"
+    z = dict(np.load(good))
+    z["V"] = z["V"][:, :3]
+    np.savez(wrong, **z)
+    for path in (garbage, truncated, partial, wrong, tmp_path / "missing.npz"):
+        code, _, err = run(["--text", text_file, "--steps", "1", "--resume", str(path)] + TINY, capsys)
+        assert_one_line_error(code, err, "--resume")
+
+
+def test_ctrl_c_stops_cleanly_and_saves(text_file, tmp_path, capsys, monkeypatch):
+    calls = {"n": 0}
+    real = train.loss_and_grad
+
+    def interrupted(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(train, "loss_and_grad", interrupted)
+    ck = str(tmp_path / "ck.npz")
+    code, out, err = run(["--text", text_file, "--steps", "50", "--save", ck] + TINY, capsys)
+    assert code == 130
+    assert "Traceback" not in err and "interrupted at step 3" in err
+    assert int(np.load(ck)["step"]) == 3 and "done: 3 steps" in out
+
+
+def test_python_dash_m_works(text_file, tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    r = subprocess.run([sys.executable, "-m", "fastbptt", "train", "--text", text_file, "--steps", "3",
+                        "--no-save"] + TINY, capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "done: 3 steps" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "fastbptt", "train", "--steps", "-3"],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+def test_default_corpus_is_deterministic():
+    from fastbptt import corpus
+    a, b = corpus.stdlib_docstrings(max_chars=20000), corpus.stdlib_docstrings(max_chars=20000)
+    assert a == b and len(a) == 20000
+    assert set(a) <= set(corpus._KEEP)

@@ -1,0 +1,204 @@
+"""The Numba CPU fast paths of issue 5 against the NumPy reference and against float64 math.
+
+* the fused full-BPTT kernel (``cpu.fused_full_bptt``), which ``loss_and_grad`` takes for full
+  BPTT without a mask, for every input kind × loss × activation × dtype;
+* the float32 approximations it uses (``tanh_f32``, ``_exp_shift_f32``), with their accuracy
+  pinned in ulps;
+* the BLAS wrapper ``gemm`` (MKL when installed, SciPy's OpenBLAS otherwise).
+
+No timings are asserted here; speed is measured by ``fastbptt bench`` and ``bench/``.
+"""
+import itertools
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastbptt
+from fastbptt import _validate, cpu
+from tolerances import EXACT32, EXACT64
+
+TOL = {np.float64: EXACT64, np.float32: EXACT32}
+
+
+def _case(rng, dtype, in_kind, loss, tkind, T=7, B=3, I=5, H=6, O=4, vocab=9):
+    p = fastbptt.init_params(I, H, O, dtype=dtype, seed=int(rng.integers(1 << 30)),
+                             vocab_size=vocab if in_kind == "E" else None)
+    p["b"] += (0.1 * rng.standard_normal(H)).astype(dtype)
+    p["c"] += (0.1 * rng.standard_normal(O)).astype(dtype)
+    if in_kind == "float":
+        x = rng.standard_normal((T, B, I)).astype(dtype)
+    else:
+        x = rng.integers(0, vocab if in_kind == "E" else I, (T, B))
+    y = rng.integers(0, O, (T, B)) if tkind == "ids" else rng.random((T, B, O)).astype(dtype)
+    h0 = rng.standard_normal((B, H)).astype(dtype)
+    return p, x, y, h0
+
+
+def _assert_same(out, ref, dtype):
+    (l1, g1, h1), (l2, g2, h2) = out, ref
+    tol = TOL[dtype]
+    np.testing.assert_allclose(l1, l2, **tol)
+    assert set(g1) == set(g2)
+    for k in g2:
+        assert g1[k].dtype == dtype and g1[k].shape == g2[k].shape, k
+        assert g1[k].flags.c_contiguous, k
+        np.testing.assert_allclose(g1[k], g2[k], err_msg=k, **tol)
+    np.testing.assert_allclose(h1, h2, **tol)
+
+
+COMBOS = [(ik, loss, tk) for ik in ("float", "onehot", "E")
+          for loss, tk in (("cross_entropy", "ids"), ("cross_entropy", "probs"), ("mse", "probs"))]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "relu"])
+@pytest.mark.parametrize("in_kind,loss,tkind", COMBOS)
+def test_fused_matches_reference(dtype, activation, in_kind, loss, tkind):
+    rng = np.random.default_rng(hash((in_kind, loss, tkind, activation)) % (1 << 32))
+    p, x, y, h0 = _case(rng, dtype, in_kind, loss, tkind)
+    for reduction in ("sum", "mean"):
+        kw = dict(activation=activation, loss=loss, reduction=reduction)
+        prob = _validate.validate_loss_and_grad(p, x, y, h0, activation, loss, reduction, None,
+                                                False, "cpu")
+        assert cpu.fused_eligible(prob)
+        ref = fastbptt.loss_and_grad(p, x, y, h0, backend="numpy", **kw)
+        _assert_same(cpu.fused_loss_and_grad(prob), ref, dtype)
+        _assert_same(fastbptt.loss_and_grad(p, x, y, h0, **kw), ref, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_fused_edge_shapes_and_layouts(dtype):
+    """T = 1, B = 1, H = 1, H not a multiple of 8, batch_first, strided inputs, h0=None."""
+    rng = np.random.default_rng(5)
+    for T, B, I, H, O in ((1, 1, 1, 1, 2), (3, 1, 2, 13, 3), (4, 5, 3, 1, 1), (9, 2, 7, 17, 5)):
+        p, x, y, h0 = _case(rng, dtype, "float", "cross_entropy", "ids", T, B, I, H, O)
+        ref = fastbptt.loss_and_grad(p, x, y, backend="numpy")
+        _assert_same(fastbptt.loss_and_grad(p, x, y), ref, dtype)
+        xf = np.asfortranarray(x)
+        _assert_same(fastbptt.loss_and_grad(p, xf.transpose(1, 0, 2), y.T, batch_first=True),
+                     ref, dtype)
+    big = rng.standard_normal((6, 4, 10)).astype(dtype)[::2, ::2, ::2]   # strided view
+    p = fastbptt.init_params(5, 4, 3, dtype=dtype, seed=1)
+    y = rng.integers(0, 3, (3, 2))
+    _assert_same(fastbptt.loss_and_grad(p, big, y), fastbptt.loss_and_grad(p, big, y, backend="numpy"),
+                 dtype)
+
+
+def test_fused_does_not_mutate_inputs_and_is_not_taken_with_mask_or_truncation():
+    rng = np.random.default_rng(3)
+    p, x, y, h0 = _case(rng, np.float64, "float", "cross_entropy", "ids")
+    before = {k: v.copy() for k, v in p.items()}, x.copy(), y.copy(), h0.copy()
+    fastbptt.loss_and_grad(p, x, y, h0)
+    for k in p:
+        np.testing.assert_array_equal(p[k], before[0][k])
+    np.testing.assert_array_equal(x, before[1])
+    np.testing.assert_array_equal(y, before[2])
+    np.testing.assert_array_equal(h0, before[3])
+    mask = np.ones(y.shape)
+    mask[-2:, 0] = 0
+    for extra in (dict(mask=mask), dict(truncate=3), dict(checkpoint=2)):
+        prob = _validate.validate_loss_and_grad(p, x, y, h0, "tanh", "cross_entropy", "sum",
+                                                extra.get("mask"), False, "cpu",
+                                                extra.get("truncate"), extra.get("checkpoint"))
+        assert not cpu.fused_eligible(prob), extra
+    prob = _validate.validate_loss_and_grad(p, x, y[-1], h0, "tanh", "cross_entropy", "sum", None,
+                                            False, "cpu")
+    assert not cpu.fused_eligible(prob)               # many-to-one: loss on one step only
+
+
+def test_fused_nan_propagates_without_crashing():
+    rng = np.random.default_rng(4)
+    for dtype in (np.float64, np.float32):
+        p, x, y, h0 = _case(rng, dtype, "float", "cross_entropy", "ids")
+        x[3, 1, 0] = np.nan
+        loss, g, _ = fastbptt.loss_and_grad(p, x, y, h0)
+        assert np.isnan(loss)
+        assert np.isnan(g["W"]).any()
+
+
+# --------------------------------------------------------------------------- float32 math
+def _ulps(got, exact):
+    """|got - exact| in units of float32 spacing at the exact value."""
+    exact32 = exact.astype(np.float32)
+    return np.abs(got.astype(np.float64) - exact) / np.spacing(np.abs(exact32)).astype(np.float64)
+
+
+def test_tanh_f32_accuracy():
+    x = np.concatenate([np.linspace(-12, 12, 400_001), np.geomspace(1e-30, 12, 20_001),
+                        -np.geomspace(1e-30, 12, 20_001), [0.0, -0.0]]).astype(np.float32)
+    out = np.empty_like(x)
+    cpu.tanh_f32_array(x, out)
+    exact = np.tanh(x.astype(np.float64))
+    assert np.max(np.abs(out - exact)) < 5e-7          # absolute, everywhere
+    assert np.max(_ulps(out, exact)) <= 8              # a few float32 ulps, everywhere
+    np.testing.assert_array_equal(out[np.abs(x) >= 9], np.sign(x[np.abs(x) >= 9]))
+    np.testing.assert_array_equal(out, -cpu_tanh(-x))  # odd
+    assert np.all(np.abs(out) <= 1)
+    nan = np.array([np.nan], np.float32)
+    cpu.tanh_f32_array(nan, out[:1])
+    assert np.isnan(out[0])
+
+
+def cpu_tanh(x):
+    out = np.empty_like(x)
+    cpu.tanh_f32_array(x, out)
+    return out
+
+
+def test_exp_shift_f32_accuracy():
+    t = np.concatenate([np.linspace(-87, 0, 200_001), -np.geomspace(1e-20, 87, 10_001)]).astype(np.float32)
+    row = t.copy()
+    nb = np.empty(t.size, np.int32)
+    s = cpu._exp_shift_f32(row, np.float32(0), nb)
+    exact = np.exp(t.astype(np.float64))
+    assert np.max(_ulps(row, exact)) <= 2
+    assert abs(s - exact.sum()) <= 1e-6 * exact.sum()
+    row = np.array([0.0, np.nan, -1.0], np.float32)
+    cpu._exp_shift_f32(row, np.float32(0), np.empty(3, np.int32))
+    assert row[0] == 1 and np.isnan(row[1]) and abs(row[2] - np.exp(-1.0)) < 1e-7
+
+
+def test_softmax_stable_for_huge_logits():
+    for dtype in (np.float32, np.float64):
+        o = np.array([[1e4, -1e4, 0.0], [-1e4, -1e4, -1e4]], dtype)
+        loss = cpu.softmax_xent_ids(o, np.array([1, 0]), np.ones(2, dtype))
+        assert np.isfinite(loss) and np.all(np.isfinite(o))
+        np.testing.assert_allclose(loss, 2e4 + np.log(3), rtol=1e-6)
+
+
+# --------------------------------------------------------------------------- gemm
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gemm_all_transposes(dtype):
+    cpu.register_blas()
+    rng = np.random.default_rng(0)
+    sc, fs = np.empty(8, np.int32), np.empty(2, dtype)
+    for (m, n, k), ta, tb, beta in itertools.product([(5, 7, 3), (1, 9, 4), (6, 1, 1), (4, 3, 0)],
+                                                    (0, 1), (0, 1), (0.0, 1.0, 0.5)):
+        A = rng.standard_normal((k, m) if ta else (m, k)).astype(dtype)
+        Bm = rng.standard_normal((n, k) if tb else (k, n)).astype(dtype)
+        C = rng.standard_normal((m, n)).astype(dtype)
+        want = (A.T if ta else A) @ (Bm.T if tb else Bm) + beta * C
+        cpu.gemm(A, ta, Bm, tb, C, beta, sc, fs)
+        np.testing.assert_allclose(C, want, rtol=1e-5 if dtype == np.float32 else 1e-13,
+                                   atol=1e-5 if dtype == np.float32 else 1e-13)
+
+
+def test_openblas_fallback_matches_reference():
+    """Without MKL (or with FASTBPTT_NO_MKL set) the fused kernel runs on SciPy's OpenBLAS."""
+    code = (
+        "import numpy as np, fastbptt\n"
+        "from fastbptt import cpu\n"
+        "rng = np.random.default_rng(0)\n"
+        "p = fastbptt.init_params(5, 6, 4, dtype=np.float64, seed=0)\n"
+        "x = rng.standard_normal((7, 3, 5)); y = rng.integers(0, 4, (7, 3))\n"
+        "a = fastbptt.loss_and_grad(p, x, y); b = fastbptt.loss_and_grad(p, x, y, backend='numpy')\n"
+        "assert cpu.BLAS_NAME == 'scipy-openblas', cpu.BLAS_NAME\n"
+        "np.testing.assert_allclose(a[0], b[0], rtol=1e-10)\n"
+        "for k in b[1]: np.testing.assert_allclose(a[1][k], b[1][k], rtol=1e-10, atol=1e-12)\n"
+        "print('ok')\n")
+    env = dict(os.environ, FASTBPTT_NO_MKL="1")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]
