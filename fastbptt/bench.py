@@ -5,6 +5,8 @@ libraries, OpenMP runtimes and JIT compilers never share a process) and reports 
 wall time of repeated calls after a warm-up that sits outside the timed region:
 
 * ``fastbptt``   -- fastbptt's compiled backend (``--backend cpu``, or ``cuda``)
+* ``fastbptt-openblas`` -- the same with MKL switched off (``FASTBPTT_NO_MKL=1``): what a
+  plain install without the optional ``mkl`` extra gets; run only when MKL is installed
 * ``reference``  -- fastbptt's NumPy reference (``backend="numpy"``), the oracle
 * ``torch``      -- PyTorch CPU: ``nn.RNN(nonlinearity="tanh")`` + ``nn.Linear`` +
   ``cross_entropy(reduction="sum")``, forward + ``backward()``, threads = cores available
@@ -31,7 +33,7 @@ SIZES = {  # name: (T, B, n_in, H, n_out, one-hot ids)
     "medium": (100, 64, 256, 512, 256, False),
     "large": (64, 128, 1024, 1024, 1024, False),
 }
-IMPLS = ("fastbptt", "reference", "torch", "jax")
+IMPLS = ("fastbptt", "fastbptt-openblas", "reference", "torch", "jax")
 ROOF = (8192, 1024, 1024)                 # sgemm [M, K] @ [K, N]
 
 
@@ -190,13 +192,15 @@ def _worker(argv):
         fn = _fn_sgemm(impl[6:], dtype)
         fl = 2 * ROOF[0] * ROOF[1] * ROOF[2]
     else:
-        fn = {"fastbptt": _fn_fastbptt, "reference": _fn_reference, "torch": _fn_torch,
+        fn = {"fastbptt": _fn_fastbptt, "fastbptt-openblas": _fn_fastbptt,
+              "reference": _fn_reference, "torch": _fn_torch,
               "jax": _fn_jax}[impl](size, dtype, backend)
         fl = flops(*SIZES[size][:5])
     setup = time.perf_counter() - t0
     first, times = _timeit(fn, min_time, 5, 2000)
     med = statistics.median(times)
-    print(json.dumps(dict(ok=True, impl=impl, size=size, dtype=dtype, setup_s=setup,
+    blas = sys.modules["fastbptt.cpu"].BLAS_NAME if "fastbptt.cpu" in sys.modules else None
+    print(json.dumps(dict(ok=True, impl=impl, size=size, dtype=dtype, setup_s=setup, blas=blas,
                           first_s=first, median_s=med, min_s=min(times), reps=len(times),
                           gflops=fl / med / 1e9)))
 
@@ -204,8 +208,11 @@ def _worker(argv):
 def _run_child(impl, size, dtype, backend, min_time, timeout):
     cmd = [sys.executable, "-c", "import sys; from fastbptt.bench import _worker; _worker(sys.argv[1:])",
            impl, size, dtype, backend, str(min_time)]
+    env = dict(os.environ)
+    if impl == "fastbptt-openblas":
+        env["FASTBPTT_NO_MKL"] = "1"
     try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return dict(ok=False, impl=impl, size=size, note=f"timed out after {timeout} s")
     lines = [l for l in r.stdout.splitlines() if l.startswith("{")]
@@ -219,6 +226,13 @@ def _run_child(impl, size, dtype, backend, min_time, timeout):
 
 def _available(mod):
     import importlib.util
+    if mod == "mkl":                        # the mkl wheel ships libraries, no Python module
+        import importlib.metadata as md
+        try:
+            md.version("mkl")
+            return True
+        except md.PackageNotFoundError:
+            return False
     return importlib.util.find_spec(mod) is not None
 
 
@@ -260,6 +274,8 @@ def run_bench(sizes, dtype="float32", backend="cpu", impls=IMPLS, min_time=2.0, 
         skip["torch"] = "PyTorch not installed (pip install torch)"
     if "jax" in impls and not _available("jax"):
         skip["jax"] = "JAX not installed (pip install jax jaxlib)"
+    if "fastbptt-openblas" in impls and (backend != "cpu" or not _available("mkl")):
+        skip["fastbptt-openblas"] = "the optional mkl package is not installed, so fastbptt is already on OpenBLAS"
     if backend == "cuda":
         try:
             from . import cuda  # noqa: F401
@@ -308,7 +324,7 @@ def run_bench(sizes, dtype="float32", backend="cpu", impls=IMPLS, min_time=2.0, 
                 continue
             ok = [x for x in runs[(impl, size)] if x.get("ok")]
             row = dict(size=size, impl=impl, T=T, B=B, n_in=n_in, H=H, n_out=n_out,
-                       ms=med[impl] * 1e3, gflops=fl / med[impl] / 1e9,
+                       ms=med[impl] * 1e3, gflops=fl / med[impl] / 1e9, blas=ok[0].get("blas"),
                        first_s=statistics.median(x["first_s"] for x in ok),
                        ms_rounds=[x["median_s"] * 1e3 for x in ok])
             row["pct_roofline"] = 100 * row["gflops"] / roof_gflops if roof_gflops else None
@@ -392,8 +408,10 @@ def main(args) -> int:
     from .cli import CLIError
     sizes = _parse_list("sizes", args.sizes, tuple(SIZES))
     impls = _parse_list("impls", args.impls, IMPLS)
-    if args.min_time <= 0 or args.rounds < 1:
+    if not args.min_time > 0 or args.rounds < 1:   # "not > 0" also rejects nan
         raise CLIError("--min-time must be > 0 and --rounds >= 1")
+    if not args.timeout > 0:           # also rejects nan
+        raise CLIError(f"--timeout must be > 0 seconds; got {args.timeout}")
     if args.plot and not _available("matplotlib"):
         raise CLIError("--plot needs matplotlib (pip install 'fastbptt[plot]')")
     print(f"fastbptt bench: sizes {', '.join(sizes)}; {args.dtype}; backend {args.backend}; "

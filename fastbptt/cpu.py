@@ -223,6 +223,15 @@ class CpuOps:
         self.WT = np.ascontiguousarray(p.W.T)         # [H, H] so the step product is h @ WT
         self.UT = np.ascontiguousarray(p.U.T) if (p.ids is not None and p.E is None) else None
         self._tmp = np.empty((p.B, p.H), dtype=p.dtype)
+        # every product goes through gemm, the BLAS of the fused kernel (issue 3): see
+        # forward_steps_gemm for why
+        register_blas()
+        self._fast = p.dtype == np.float32
+        self._sc, self._fs = gemm_scratch(_NTHREADS, self._tmp)
+
+    def _mm(self, A, ta, B, tb, C, beta=0.0):
+        """C = op(A) op(B) + beta·C through :func:`gemm` (C-contiguous 2-D arrays)."""
+        gemm(A, ta, B, tb, C, beta, self._sc, self._fs)
 
     # allocation
     def zeros(self, shape):
@@ -255,12 +264,13 @@ class CpuOps:
         if x2 is None:
             gather_rows_bias(self.UT, p.ids[t0:t1].reshape(-1), p.b, xu.reshape(-1, p.H))
         else:
-            np.dot(x2, p.U.T, out=xu.reshape(-1, p.H))
-            xu += p.b
+            xu2 = xu.reshape(-1, p.H)
+            xu2[...] = p.b
+            self._mm(np.ascontiguousarray(x2), 0, p.U, 1, xu2, 1.0)   # x Uᵀ + b, as the fused kernel
         return xu
 
     def forward(self, xu, hs):
-        forward_steps(xu, self.WT, hs, self._tmp, self.p.act)
+        forward_steps_gemm(xu, self.p.W, hs, self.p.act, self._fast, self._sc, self._fs)
 
     def head(self, hs_out, t0, t1, g):
         """Loss of steps [t0, t1) and ∂L/∂h_t through the output layer.
@@ -280,8 +290,9 @@ class CpuOps:
                 return 0.0, None
             h2 = h2[rows]
             w = w[rows]
-        o = h2 @ p.V.T                                # [R, n_out] logits, then their deltas
-        o += p.c
+        o = np.empty((h2.shape[0], p.n_out), dtype=self.dtype)   # logits, then their deltas
+        o[...] = p.c
+        self._mm(h2, 0, p.V, 1, o, 1.0)
         if p.loss == "cross_entropy" and p.tgt_ids is not None:
             y = p.tgt_ids[t0:t1].reshape(-1)
             loss = softmax_xent_ids(o, y if rows is None else y[rows], w)
@@ -295,13 +306,16 @@ class CpuOps:
                 y = p.y_rows[m if rows is None else m[rows]]
             kernel = mse_rows if p.loss == "mse" else softmax_xent_probs
             loss = kernel(o, y, w)
-        g["V"] += o.T @ h2
+        self._mm(o, 1, h2, 0, g["V"], 1.0)
         g["c"] += o.sum(axis=0)
         if rows is None:
-            dhe = (o @ p.V).reshape(n, B, H)
+            dhe = np.empty((n, B, H), dtype=self.dtype)
+            self._mm(o, 0, p.V, 0, dhe.reshape(-1, H))
         else:
             dhe = np.zeros((n, B, H), dtype=self.dtype)
-            dhe.reshape(-1, H)[rows] = o @ p.V
+            dr = np.empty((rows.size, H), dtype=self.dtype)
+            self._mm(o, 0, p.V, 0, dr)
+            dhe.reshape(-1, H)[rows] = dr
         return float(loss), dhe
 
     def backward(self, dhe, inj0, hs, dh, out=None):
@@ -310,7 +324,7 @@ class CpuOps:
         if dhe is None:
             dhe = np.empty((0,) + dh.shape, dtype=self.dtype)
             inj0 = n
-        backward_steps(dhe, inj0, hs, self.p.W, dh, da, self.p.act)
+        backward_steps_gemm(dhe, inj0, hs, self.p.W, dh, da, self.p.act, self._sc, self._fs)
         return da
 
     def weight_grads(self, t0, t1, da, hs_prev, g):
@@ -321,15 +335,17 @@ class CpuOps:
         p = self.p
         H = p.H
         da2 = da.reshape(-1, H)
-        g["W"] += da2.T @ hs_prev.reshape(-1, H)
+        self._mm(da2, 1, hs_prev.reshape(-1, H), 0, g["W"], 1.0)
         g["b"] += da2.sum(axis=0)
         x2 = self._x_rows(t0, t1)
         if x2 is None:
             scatter_add_rows(g["UT"], p.ids[t0:t1].reshape(-1), da2)
         else:
-            g["U"] += da2.T @ x2
+            self._mm(da2, 1, np.ascontiguousarray(x2), 0, g["U"], 1.0)
         if p.E is not None:
-            scatter_add_rows(g["E"], p.ids[t0:t1].reshape(-1), da2 @ p.U)
+            dx = np.empty((da2.shape[0], p.n_in), dtype=self.dtype)
+            self._mm(da2, 0, p.U, 0, dx)
+            scatter_add_rows(g["E"], p.ids[t0:t1].reshape(-1), dx)
 
     def capture(self, h_last, hs, t_first, sel):
         """h_last[b] = state after step last[b], for the sequences ``sel`` ending in hs.
@@ -352,6 +368,7 @@ class CpuOps:
         return g
 
     def finish(self, g):
+        restore_threads(self._sc)                     # the caller's BLAS thread setting
         if "UT" in g:
             g["U"] = np.ascontiguousarray(g.pop("UT").T)
         return g
@@ -386,8 +403,8 @@ def _mkl_gemm_addresses():
             except OSError:
                 continue
             try:
-                return (_ct.cast(lib.sgemm_, _ct.c_void_p).value,
-                        _ct.cast(lib.dgemm_, _ct.c_void_p).value)
+                return tuple(_ct.cast(getattr(lib, f), _ct.c_void_p).value
+                             for f in ("sgemm_", "dgemm_", "MKL_Set_Num_Threads_Local"))
             except AttributeError:
                 continue
     return None
@@ -399,7 +416,24 @@ def _scipy_gemm_addresses():
     get.restype = _ct.c_void_p
     get.argtypes = [_ct.py_object, _ct.c_char_p]
     caps = cython_blas.__pyx_capi__
-    return tuple(get(caps[n], get_capsule_name(caps[n])) for n in ("sgemm", "dgemm"))
+    return tuple(get(caps[n], get_capsule_name(caps[n])) for n in ("sgemm", "dgemm")) + \
+        (_openblas_threads_local(),)
+
+
+def _openblas_threads_local():
+    """Address of SciPy's OpenBLAS ``openblas_set_num_threads_local`` (int -> int).
+
+    Falls back to libc's ``abs`` (same signature, no effect) when that OpenBLAS is not found.
+    """
+    import glob
+    import scipy
+    libdir = _os.path.join(_os.path.dirname(_os.path.dirname(scipy.__file__)), "scipy.libs")
+    for path in sorted(glob.glob(_os.path.join(libdir, "libscipy_openblas*.so*"))):
+        try:
+            return _ct.cast(_ct.CDLL(path).openblas_set_num_threads_local, _ct.c_void_p).value
+        except (OSError, AttributeError):
+            continue
+    return _ct.cast(_ct.CDLL(None).abs, _ct.c_void_p).value
 
 
 def get_capsule_name(cap):
@@ -423,6 +457,7 @@ def register_blas():
         binding.add_symbol("fastbptt_dgemm", addrs[1])
         binding.add_symbol("fastbptt_sgemm_small", small[0])
         binding.add_symbol("fastbptt_dgemm_small", small[1])
+        binding.add_symbol("fastbptt_threads_local", addrs[2])
         BLAS_NAME = name
     return BLAS_NAME
 
@@ -434,14 +469,54 @@ _dgemm = _nbt.ExternalFunction("fastbptt_dgemm", _nbt.void(*([_P] * 13)))
 # per-call overhead is lower (0.52 against 0.69 us measured for that step)
 _sgemm_small = _nbt.ExternalFunction("fastbptt_sgemm_small", _nbt.void(*([_P] * 13)))
 _dgemm_small = _nbt.ExternalFunction("fastbptt_dgemm_small", _nbt.void(*([_P] * 13)))
-_SMALL_GEMM = int(_os.environ.get("FASTBPTT_SMALL_GEMM", 1 << 16))      # m·n·k below which a product counts as tiny
+_SMALL_GEMM = 1 << 16      # m·n·k below which a product counts as tiny
+# Threads: a product below _THREAD_MIN multiply-adds (about 50 us on one core) runs on one
+# thread. Waking a second thread costs microseconds on an idle machine and, on a busy one,
+# can stall for a scheduler slice; the per-step products of the small sizes are all below it.
+# The setting is the BLAS's thread-local one (MKL_Set_Num_Threads_Local or OpenBLAS's
+# openblas_set_num_threads_local), restored before the kernel returns.
+_THREAD_MIN = 1 << 22
+_threads_local = _nbt.ExternalFunction("fastbptt_threads_local", _nbt.int32(_nbt.int32))
+
+
+def _max_threads():
+    """Threads the big products may use: the cores available, capped by the usual env vars."""
+    try:
+        n = len(_os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        n = _os.cpu_count() or 1
+    for var in ("FASTBPTT_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        v = _os.environ.get(var, "").split(",")[0].strip()
+        if v.isdigit() and int(v) > 0:
+            n = min(n, int(v))
+    return max(1, n)
+
+
+@njit(**_JIT)
+def gemm_scratch(nthreads, dtype_like):
+    """The scratch arrays :func:`gemm` takes, for big products on up to nthreads threads."""
+    sc = np.empty(11, np.int32)
+    sc[8] = nthreads
+    sc[9] = -1
+    sc[10] = 0
+    return sc, np.empty(2, dtype_like.dtype)
+
+
+@njit(**_JIT)
+def restore_threads(scratch):
+    """Put back the BLAS thread setting :func:`gemm` found, if it changed it."""
+    if scratch[9] != -1:
+        _threads_local(scratch[10])
+        scratch[9] = -1
 
 
 @njit(**_JIT)
 def gemm(A, ta, B, tb, C, beta, scratch, fscratch):
     """C = op(A) @ op(B) + beta·C for C-contiguous 2-D arrays (row-major), op = transpose if t.
 
-    scratch int32[8] and fscratch (C's dtype)[2] hold the by-reference Fortran arguments.
+    scratch int32[11] and fscratch (C's dtype)[2] hold the by-reference Fortran arguments;
+    scratch[8] is the most threads a big product may use, scratch[9] the thread count last
+    set (-1: none yet) and scratch[10] the caller's setting, for :func:`restore_threads`.
     """
     m, n = C.shape
     k = A.shape[0] if ta else A.shape[1]
@@ -468,7 +543,15 @@ def gemm(A, ta, B, tb, C, beta, scratch, fscratch):
         return
     args = (s, s + 4, s + 8, s + 12, s + 16, f, B.ctypes.data, s + 20, A.ctypes.data, s + 24,
             f + fsz, C.ctypes.data, s + 28)
-    if m * n * k < _SMALL_GEMM:
+    mnk = m * n * k
+    if mnk >= _SMALL_GEMM:                      # tiny ones go to OpenBLAS, one thread anyway
+        want = 1 if mnk < _THREAD_MIN else scratch[8]
+        if want != scratch[9]:
+            prev = _threads_local(want)
+            if scratch[9] == -1:
+                scratch[10] = prev
+            scratch[9] = want
+    if mnk < _SMALL_GEMM:
         if C.itemsize == 4:
             _sgemm_small(*args)
         else:
@@ -574,7 +657,7 @@ def _copy_rows(src, dst, r0):
 
 @njit(**_JIT)
 def fused_full_bptt(in_kind, x, ids, E, U, W, b, V, c, h0, loss_kind, tgt, yrows, w, act, fast,
-                    gU, gW, gb, gV, gc, gE, gh0, h_last):
+                    nthreads, gU, gW, gb, gV, gc, gE, gh0, h_last):
     """Loss and every gradient of full BPTT in one call (no mask, every step carries loss).
 
     in_kind 0: float inputs x [T, B, I];  1: one-hot ids [T, B] (gU is written transposed,
@@ -592,8 +675,7 @@ def fused_full_bptt(in_kind, x, ids, E, U, W, b, V, c, h0, loss_kind, tgt, yrows
     O = V.shape[0]
     R = T * B
     dt = W.dtype
-    sc = np.empty(8, np.int32)
-    fs = np.empty(2, dt)
+    sc, fs = gemm_scratch(nthreads, W)
     # hs [(T+1)*B, H]: h_t in rows t*B .. t*B+B-1, h0 in the first B rows
     hs = np.empty(((T + 1) * B, H), dt)
     _copy_rows(h0, hs, 0)
@@ -676,6 +758,7 @@ def fused_full_bptt(in_kind, x, ids, E, U, W, b, V, c, h0, loss_kind, tgt, yrows
             row = gE[idf[r]]
             for j in range(I):
                 row[j] += dx[r, j]
+    restore_threads(sc)
     return loss
 
 
@@ -683,6 +766,9 @@ def fused_eligible(p) -> bool:
     """Whether :func:`fused_loss_and_grad` handles the validated problem ``p``."""
     return (p.truncate is None and p.checkpoint is None and p.dense and not p.masked
             and p.y_map is None)
+
+
+_NTHREADS = _max_threads()
 
 
 def fused_loss_and_grad(p):
@@ -709,7 +795,7 @@ def fused_loss_and_grad(p):
     gh0 = np.empty((p.B, H), dt)
     h_last = np.empty((p.B, H), dt)
     loss = fused_full_bptt(in_kind, x, ids, E, p.U, p.W, p.b, p.V, p.c, p.h0, loss_kind, tgt,
-                           yrows, p.weights.reshape(-1), p.act, dt == np.float32,
+                           yrows, p.weights.reshape(-1), p.act, dt == np.float32, _NTHREADS,
                            g["U"], g["W"], g["b"], g["V"], g["c"], gE, gh0, h_last)
     if in_kind == 1:
         g["U"] = np.ascontiguousarray(g["U"].T)
@@ -717,3 +803,39 @@ def fused_loss_and_grad(p):
         g["E"] = gE
     g["h0"] = gh0
     return float(loss), g, h_last
+
+
+# --------------------------------------------------------------------------- engine time loops (issue 3)
+# CpuOps (truncated, checkpointed and masked calls) sends every product, the per-step ones
+# included, through gemm: the one BLAS the fused kernel uses. With NumPy's OpenBLAS, SciPy's
+# OpenBLAS (Numba's np.dot) and MKL each keeping its own spinning thread pool, alternating
+# between them made a checkpointed call 10-40x slower than full BPTT on a busy 2-core machine.
+
+@njit(**_JIT)
+def forward_steps_gemm(xu, W, hs, act, fast, sc, fs):
+    """As :func:`forward_steps`, the product through :func:`gemm` (float32 tanh: tanh_f32).
+
+    xu [n, B, H], W [H, H], hs [n+1, B, H] (hs[0] read, hs[1:] written).
+    """
+    for t in range(xu.shape[0]):
+        cur = hs[t + 1]
+        cur[:] = xu[t]
+        gemm(hs[t], 0, W, 1, cur, 1.0, sc, fs)         # xu_t + h_{t-1} Wᵀ
+        _act_inplace(cur, act, fast)
+
+
+@njit(**_JIT)
+def backward_steps_gemm(dhe, inj0, hs, W, dh, da, act, sc, fs):
+    """As :func:`backward_steps`, the product through :func:`gemm`.
+
+    dhe [n - inj0, B, H], hs [n+1, B, H], W [H, H], dh [B, H] (in: ∂L/∂h_n, out: ∂L/∂h_0),
+    da [n, B, H] (out).
+    """
+    n = hs.shape[0] - 1
+    for t in range(n - 1, -1, -1):
+        if t >= inj0:
+            dh += dhe[t - inj0]
+        dat = da[t]
+        dat[:] = dh
+        _dact_inplace(dat, hs[t + 1], act)
+        gemm(dat, 0, W, 0, dh, 0.0, sc, fs)             # dh = da_t W

@@ -18,14 +18,15 @@ class GradcheckResult:
         return bool(np.isfinite(self.max_rel_error))
 
 
-def _rel(num, ana, scale):
+def _rel(num, ana, scale, floor):
     """|num − ana| relative to the larger of the two and to ``scale``.
 
     ``scale`` keeps near-zero derivatives (where the difference is all round-off) from
     reporting huge relative errors: for a unit direction it is ‖∇L‖, the largest the
-    directional derivative can be; for one entry, 1e-2 of the largest entry.
+    directional derivative can be; for one entry, 1e-2 of the largest entry. ``floor`` is
+    the round-off of the difference quotient itself, so an exactly-zero gradient checks as 0.
     """
-    return abs(num - ana) / max(abs(num), abs(ana), scale, 1e-12)
+    return abs(num - ana) / max(abs(num), abs(ana), scale, floor)
 
 
 def gradcheck(fun, params, *, keys=None, directions=4, elements=16, eps=2e-4, seed=None):
@@ -61,7 +62,9 @@ def gradcheck(fun, params, *, keys=None, directions=4, elements=16, eps=2e-4, se
     rng = np.random.default_rng(seed)
     p64 = {k: np.array(v, dtype=np.float64) for k, v in params.items()}
     keys = list(p64) if keys is None else list(keys)
-    _, grads = fun(dict(p64))
+    loss0, grads = fun(dict(p64))
+    # round-off of a difference quotient: a few ulps of the loss, divided by the step
+    floor = 64 * np.finfo(np.float64).eps * max(abs(float(loss0)), 1.0) / eps
     grads = {k: np.asarray(grads[k], dtype=np.float64) for k in keys}
 
     def loss_at(k, delta):
@@ -82,7 +85,7 @@ def gradcheck(fun, params, *, keys=None, directions=4, elements=16, eps=2e-4, se
             d /= np.linalg.norm(d) or 1.0
             num = derivative(k, eps * d) / eps
             errors[f"{k}:direction{i}"] = _rel(num, float(np.sum(grads[k] * d)),
-                                               float(np.linalg.norm(grads[k])))
+                                               float(np.linalg.norm(grads[k])), floor)
         flat = rng.choice(p64[k].size, size=min(elements, p64[k].size), replace=False)
         for j in flat:
             e = np.zeros(p64[k].size)
@@ -91,6 +94,6 @@ def gradcheck(fun, params, *, keys=None, directions=4, elements=16, eps=2e-4, se
             num = derivative(k, e) / eps
             ana = float(grads[k].reshape(-1)[j])
             idx = tuple(int(i) for i in np.unravel_index(j, p64[k].shape))
-            errors[f"{k}{list(idx)}"] = _rel(num, ana, 1e-2 * float(np.abs(grads[k]).max()))
+            errors[f"{k}{list(idx)}"] = _rel(num, ana, 1e-2 * float(np.abs(grads[k]).max()), floor)
     worst = max(errors, key=errors.get)
     return GradcheckResult(float(errors[worst]), worst, errors)

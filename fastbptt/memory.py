@@ -336,14 +336,14 @@ def plot(result, path):
     full = next(r for r in rows if r["setting"] == "full")
     ckpts = [r for r in rows if r["truncate"] is None and r["checkpoint"] is not None]
     ks = [r["interval"] for r in trunc] + [cfg["T"]]
-    line = trunc + [full]
+    line = trunc                      # truncate=k; full BPTT is the star at k = T
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
     mib = 2 ** 20
     ax = axes[0]
-    ax.plot(ks, [r["peak_bytes"] / mib for r in line], "o-", color="C0", label="truncate=k (measured)")
+    ax.plot(ks[:-1], [r["peak_bytes"] / mib for r in line], "o-", color="C0", label="truncate=k (measured)")
     if all(r.get("estimate_bytes") for r in line):
-        ax.plot(ks, [r["estimate_bytes"] / mib for r in line], "x--", color="C0", alpha=0.6,
+        ax.plot(ks[:-1], [r["estimate_bytes"] / mib for r in line], "x--", color="C0", alpha=0.6,
                 label="truncate=k (estimate)")
     for i, r in enumerate(ckpts):
         ax.axhline(r["peak_bytes"] / mib, color=f"C{i + 2}", ls=":",
@@ -353,7 +353,7 @@ def plot(result, path):
     ax.set_title("memory")
 
     ax = axes[1]
-    ax.plot(ks, [r["seconds"] * 1e3 for r in line], "o-", color="C1", label="truncate=k")
+    ax.plot(ks[:-1], [r["seconds"] * 1e3 for r in line], "o-", color="C1", label="truncate=k")
     for i, r in enumerate(ckpts):
         ax.axhline(r["seconds"] * 1e3, color=f"C{i + 2}", ls=":", label=f"full BPTT, {r['setting']}")
     ax.set_ylabel("time of one call (ms)")
@@ -372,9 +372,19 @@ def plot(result, path):
     ax.set_ylabel("gradient deviation from full BPTT")
     ax.set_title("gradient error of truncation")
 
+    axes[0].plot([cfg["T"]], [full["peak_bytes"] / mib], "*", color="k", ms=12, label="full BPTT")
+    axes[1].plot([cfg["T"]], [full["seconds"] * 1e3], "*", color="k", ms=12, label="full BPTT")
+    ticks = [k for k in ks[:-1] if k & (k - 1) == 0 and (k.bit_length() - 1) % 2 == 0]
+    labels = [str(k) for k in ticks]
+    while ticks and ks[-1] < 2 * ticks[-1]:
+        ticks, labels = ticks[:-1], labels[:-1]   # room for the label of T
+    ticks, labels = ticks + [ks[-1]], labels + [f"T={ks[-1]}"]
     for ax in axes:
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("BPTT interval k (truncate=k); rightmost point: full BPTT")
+        ax.set_xticks(ticks)
+        ax.set_xticklabels(labels)
+        ax.minorticks_off()
+        ax.set_xlabel("BPTT interval k (truncate=k); T = full BPTT")
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize=8, loc="best")
     fig.suptitle(f"fastbptt memprofile: T={cfg['T']}, B={cfg['B']}, H={cfg['n_hidden']}, "

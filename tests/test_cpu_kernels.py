@@ -174,7 +174,7 @@ def test_softmax_stable_for_huge_logits():
 def test_gemm_all_transposes(dtype):
     cpu.register_blas()
     rng = np.random.default_rng(0)
-    sc, fs = np.empty(8, np.int32), np.empty(2, dtype)
+    sc, fs = cpu.gemm_scratch(2, np.empty(0, dtype))
     for (m, n, k), ta, tb, beta in itertools.product([(5, 7, 3), (1, 9, 4), (6, 1, 1), (4, 3, 0)],
                                                     (0, 1), (0, 1), (0.0, 1.0, 0.5)):
         A = rng.standard_normal((k, m) if ta else (m, k)).astype(dtype)
@@ -182,6 +182,7 @@ def test_gemm_all_transposes(dtype):
         C = rng.standard_normal((m, n)).astype(dtype)
         want = (A.T if ta else A) @ (Bm.T if tb else Bm) + beta * C
         cpu.gemm(A, ta, Bm, tb, C, beta, sc, fs)
+        cpu.restore_threads(sc)
         np.testing.assert_allclose(C, want, rtol=1e-5 if dtype == np.float32 else 1e-13,
                                    atol=1e-5 if dtype == np.float32 else 1e-13)
 

@@ -80,3 +80,47 @@ def test_time_loop_kernels_release_the_gil(kernel):
     """A kernel compiled with nogil=True: its dispatcher says so (the effect is benchmarked)."""
     from fastbptt import cpu
     assert getattr(cpu, kernel).targetoptions.get("nogil") is True
+
+
+def python_ticks_during(fn):
+    """Run fn() in a thread while this thread runs a pure-Python loop; return (the longest
+    time this thread made no progress during the call, the call's duration). A call that
+    holds the GIL stalls the loop for nearly its whole duration; one that releases it only
+    for scheduling hiccups, however busy the machine."""
+    import time
+    window = {}
+    done = threading.Event()
+
+    def worker():
+        window["start"] = time.perf_counter()
+        fn()
+        window["end"] = time.perf_counter()
+        done.set()
+
+    samples = []                                      # (time, ticks so far), every 256 ticks
+    th = threading.Thread(target=worker)
+    th.start()
+    ticks = 0
+    while not done.is_set():
+        ticks += 1
+        if ticks % 256 == 0:
+            samples.append((time.perf_counter(), ticks))
+    th.join()
+    # the longest stretch of the call during which this thread could not run Python
+    times = [window["start"]] + [t for t, _ in samples if window["start"] < t < window["end"]] \
+        + [window["end"]]
+    longest = max(b - a for a, b in zip(times, times[1:]))
+    return longest, window["end"] - window["start"]
+
+
+def test_python_threads_run_while_a_kernel_runs():
+    """The behaviour nogil=True promises: another Python thread keeps running meanwhile."""
+    from fastbptt import cpu
+    T, B, H = 20_000, 8, 32
+    rng = np.random.default_rng(0)
+    xu = rng.standard_normal((T, B, H))
+    WT = 0.1 * rng.standard_normal((H, H))
+    hs = np.zeros((T + 1, B, H))
+    cpu.forward_steps(xu[:2], WT, hs[:3], np.empty((B, H)), 0)       # compile outside
+    stall, seconds = python_ticks_during(lambda: cpu.forward_steps(xu, WT, hs, np.empty((B, H)), 0))
+    assert stall < 0.5 * seconds, f"Python stalled {stall * 1e3:.0f} ms of a {seconds * 1e3:.0f} ms kernel"
