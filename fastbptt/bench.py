@@ -5,8 +5,8 @@ libraries, OpenMP runtimes and JIT compilers never share a process) and reports 
 wall time of repeated calls after a warm-up that sits outside the timed region:
 
 * ``fastbptt``   -- fastbptt's compiled backend (``--backend cpu``, or ``cuda``)
-* ``fastbptt-openblas`` -- the same with MKL switched off (``FASTBPTT_NO_MKL=1``): what a
-  plain install without the optional ``mkl`` extra gets; run only when MKL is installed
+* ``fastbptt-mkl`` -- the same on Intel MKL (``FASTBPTT_BLAS=mkl``), only when the optional
+  ``mkl`` package is installed
 * ``reference``  -- fastbptt's NumPy reference (``backend="numpy"``), the oracle
 * ``torch``      -- PyTorch CPU: ``nn.RNN(nonlinearity="tanh")`` + ``nn.Linear`` +
   ``cross_entropy(reduction="sum")``, forward + ``backward()``, threads = cores available
@@ -33,7 +33,7 @@ SIZES = {  # name: (T, B, n_in, H, n_out, one-hot ids)
     "medium": (100, 64, 256, 512, 256, False),
     "large": (64, 128, 1024, 1024, 1024, False),
 }
-IMPLS = ("fastbptt", "fastbptt-openblas", "reference", "torch", "jax")
+IMPLS = ("fastbptt", "fastbptt-mkl", "reference", "torch", "jax")
 ROOF = (8192, 1024, 1024)                 # sgemm [M, K] @ [K, N]
 
 
@@ -188,11 +188,14 @@ def _worker(argv):
     """Child process: ``impl size dtype backend min_time``; prints one JSON line."""
     impl, size, dtype, backend, min_time = argv[0], argv[1], argv[2], argv[3], float(argv[4])
     t0 = time.perf_counter()
+    if impl == "fastbptt" and backend == "cuda":
+        _worker_cuda(size, dtype, min_time)
+        return
     if impl.startswith("sgemm-"):
         fn = _fn_sgemm(impl[6:], dtype)
         fl = 2 * ROOF[0] * ROOF[1] * ROOF[2]
     else:
-        fn = {"fastbptt": _fn_fastbptt, "fastbptt-openblas": _fn_fastbptt,
+        fn = {"fastbptt": _fn_fastbptt, "fastbptt-mkl": _fn_fastbptt,
               "reference": _fn_reference, "torch": _fn_torch,
               "jax": _fn_jax}[impl](size, dtype, backend)
         fl = flops(*SIZES[size][:5])
@@ -205,12 +208,28 @@ def _worker(argv):
                           gflops=fl / med / 1e9)))
 
 
+def _worker_cuda(size, dtype, min_time):
+    """The CUDA backend's own timing hook: arrays already on the device, synchronised calls."""
+    from . import cuda
+    T, B, n_in, H, n_out, _ = SIZES[size]
+    t0 = time.perf_counter()
+    r = cuda.benchmark(T, B, H, n_in=n_in, n_out=n_out, dtype=dtype, repeats=1, warmup=1)
+    first = time.perf_counter() - t0
+    reps = int(max(5, min(1000, min_time / max(r["seconds"], 1e-6))))
+    r = cuda.benchmark(T, B, H, n_in=n_in, n_out=n_out, dtype=dtype, repeats=reps, warmup=1)
+    med = r["seconds"]
+    print(json.dumps(dict(ok=True, impl="fastbptt", size=size, dtype=dtype, setup_s=0.0,
+                          blas=f"cuda ({r['device']}, {r['path']}; one-hot ids)", first_s=first,
+                          median_s=med, min_s=min(r["all"]), reps=len(r["all"]),
+                          gflops=flops(T, B, n_in, H, n_out) / med / 1e9)))
+
+
 def _run_child(impl, size, dtype, backend, min_time, timeout):
     cmd = [sys.executable, "-c", "import sys; from fastbptt.bench import _worker; _worker(sys.argv[1:])",
            impl, size, dtype, backend, str(min_time)]
     env = dict(os.environ)
-    if impl == "fastbptt-openblas":
-        env["FASTBPTT_NO_MKL"] = "1"
+    if impl == "fastbptt-mkl":
+        env["FASTBPTT_BLAS"] = "mkl"
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
@@ -274,13 +293,19 @@ def run_bench(sizes, dtype="float32", backend="cpu", impls=IMPLS, min_time=2.0, 
         skip["torch"] = "PyTorch not installed (pip install torch)"
     if "jax" in impls and not _available("jax"):
         skip["jax"] = "JAX not installed (pip install jax jaxlib)"
-    if "fastbptt-openblas" in impls and (backend != "cpu" or not _available("mkl")):
-        skip["fastbptt-openblas"] = "the optional mkl package is not installed, so fastbptt is already on OpenBLAS"
+    if "fastbptt-mkl" in impls and (backend != "cpu" or not _available("mkl")):
+        skip["fastbptt-mkl"] = "the optional mkl package is not installed (pip install mkl)"
     if backend == "cuda":
         try:
-            from . import cuda  # noqa: F401
+            from . import cuda
+            ok, why = cuda.available()
         except Exception as exc:  # ImportError or no GPU
-            skip["fastbptt"] = f"CUDA backend unavailable: {exc}"
+            ok, why = False, str(exc)
+        if not ok:
+            skip["fastbptt"] = f"CUDA backend unavailable: {why}"
+        else:
+            notes.append("fastbptt on cuda: timed by fastbptt.cuda.benchmark (device arrays, "
+                         "one-hot id inputs at every size); peers run on the CPU")
     for k, v in skip.items():
         notes.append(f"{k}: skipped, {v}")
 

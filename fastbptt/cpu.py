@@ -375,10 +375,12 @@ class CpuOps:
 
 
 # --------------------------------------------------------------------------- BLAS from compiled code
-# The fused kernel calls the Fortran-ABI ?gemm through two symbols registered with LLVM,
-# ``fastbptt_sgemm`` and ``fastbptt_dgemm``: Intel MKL's when the optional ``mkl`` package is
-# installed (``pip install 'fastbptt[mkl]'``; about 1.6x OpenBLAS's sgemm rate on the AMD EPYC
-# this was tuned on), otherwise the OpenBLAS that SciPy ships (the one Numba's np.dot uses).
+# The fused kernel calls the Fortran-ABI ?gemm through symbols registered with LLVM
+# (``fastbptt_sgemm``, ``fastbptt_dgemm``, ...): by default the OpenBLAS that SciPy ships (the
+# one Numba's np.dot uses); Intel MKL's with FASTBPTT_BLAS=mkl and the optional ``mkl`` package
+# installed. MKL is not the default: on the 2-vCPU AMD EPYC this was tuned on, MKL 2026.2 ran
+# every product on one thread (it counts physical cores) at about 93 GFLOP/s, where OpenBLAS
+# used both and reached about 200 on the large size's 8192x1024x1024 products.
 # Symbols, unlike function-pointer constants, keep the kernel cacheable on disk: they are
 # resolved when the cached code is linked, so registration must precede the first call.
 import ctypes as _ct
@@ -391,8 +393,8 @@ BLAS_NAME = None         # "mkl" or "scipy-openblas" once registered
 
 
 def _mkl_gemm_addresses():
-    """(sgemm, dgemm) addresses in MKL's single dynamic library, or None."""
-    if _os.environ.get("FASTBPTT_NO_MKL"):
+    """(sgemm, dgemm, set-threads) addresses in MKL's single dynamic library, or None."""
+    if _os.environ.get("FASTBPTT_BLAS", "").lower() != "mkl":
         return None
     names = ["libmkl_rt.so.3", "libmkl_rt.so.2", "libmkl_rt.so"]
     dirs = [_os.path.join(_sys.prefix, "lib"), ""]
@@ -470,12 +472,16 @@ _dgemm = _nbt.ExternalFunction("fastbptt_dgemm", _nbt.void(*([_P] * 13)))
 _sgemm_small = _nbt.ExternalFunction("fastbptt_sgemm_small", _nbt.void(*([_P] * 13)))
 _dgemm_small = _nbt.ExternalFunction("fastbptt_dgemm_small", _nbt.void(*([_P] * 13)))
 _SMALL_GEMM = 1 << 16      # m·n·k below which a product counts as tiny
-# Threads: a product below _THREAD_MIN multiply-adds (about 50 us on one core) runs on one
-# thread. Waking a second thread costs microseconds on an idle machine and, on a busy one,
-# can stall for a scheduler slice; the per-step products of the small sizes are all below it.
-# The setting is the BLAS's thread-local one (MKL_Set_Num_Threads_Local or OpenBLAS's
-# openblas_set_num_threads_local), restored before the kernel returns.
-_THREAD_MIN = 1 << 22
+# Threads: a product below _THREAD_MIN multiply-adds (about 3 ms on one core) runs on one
+# thread; only the big all-rows products of the medium and large sizes use every core. Why:
+# a threaded product synchronises its threads, and when another process holds one of the two
+# cores that wait lasts a scheduler slice. Measured on this shared 2-vCPU machine with the
+# per-step products of medium threaded (threshold 2^22): 5.2 s per call instead of 0.17 s;
+# the time loops make 2·T such products, the big ones are 7 per call. On an idle machine a
+# second thread would save about a third of the per-step time at large.
+# The setting is the BLAS's thread-local one (OpenBLAS's openblas_set_num_threads_local or
+# MKL_Set_Num_Threads_Local), restored before the kernel returns.
+_THREAD_MIN = 1 << 28
 _threads_local = _nbt.ExternalFunction("fastbptt_threads_local", _nbt.int32(_nbt.int32))
 
 

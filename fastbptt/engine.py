@@ -12,8 +12,11 @@ does the arithmetic. One loop covers every mode::
 
 Without checkpointing the store keeps the states of the current window (all T+1 states for
 full BPTT, ``k2 + 1`` with truncation); with checkpointing it keeps one state every ``s``
-steps and recomputes a segment's states just before that segment is backpropagated, so
-every array that scales with time is held for one segment only.
+steps and recomputes a segment's states just before that segment is backpropagated (except
+the segment the forward pass just ended on, still in the scratch buffer), so every array that
+scales with time — input projection, states, logits, deltas — is held for one segment only:
+the output head runs per segment, never over ``[T, B, n_out]``. ``fastbptt.memory.estimate``
+models these phases.
 """
 from __future__ import annotations
 

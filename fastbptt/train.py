@@ -1,8 +1,8 @@
 """``fastbptt train``: a character-level language model trained with fastbptt.
 
 The text is cut into ``--batch`` parallel streams (contiguous pieces of the corpus, one per
-batch row) and read ``--bptt`` characters at a time. Each interval is one
-:func:`fastbptt.loss_and_grad` call that starts from the streams' last hidden states and
+batch row, :func:`fastbptt.stream.batch_stream`) and read ``--bptt`` characters at a time by
+:class:`fastbptt.stream.TBPTTStream`. Each interval is one :func:`fastbptt.loss_and_grad` call that starts from the streams' last hidden states and
 backpropagates within the interval only (truncated BPTT with the state carried across
 intervals), followed by gradient-norm clipping and an Adam or Adagrad update.
 
@@ -23,15 +23,12 @@ import numpy as np
 from . import api
 from . import corpus as corpus_mod
 from .cli import CLIError
+from .stream import TBPTTStream, batch_stream
 
 CHECKPOINT_FORMAT = "fastbptt-charlm-1"
 DEFAULTS = dict(hidden=128, batch=32, bptt=32, optimizer="adam", dtype="float32", clip=5.0)
 DEFAULT_LR = {"adam": 2e-3, "adagrad": 0.1}
 PARAM_KEYS = ("U", "W", "b", "V", "c")
-
-# the engine call, looked up at call time (tests patch it to simulate Ctrl-C)
-loss_and_grad = api.loss_and_grad
-
 
 # --------------------------------------------------------------------------- arguments
 def _int_at_least(lo):
@@ -117,15 +114,12 @@ def load_corpus(path):
 
 
 def make_streams(ids, batch, bptt):
-    """Cut ``ids`` into ``batch`` contiguous streams: data [L+1, batch] (time-major)."""
-    L = (len(ids) - 1) // batch                      # steps per stream (targets need one more)
-    if L < bptt:
+    """Cut ``ids`` into ``batch`` contiguous streams: data [L, batch] (time-major)."""
+    L = len(ids) // batch                            # ids per stream; L - 1 predicting steps
+    if L - 1 < bptt:
         raise CLIError(f"the corpus has {len(ids)} characters, shorter than one interval: "
-                       f"--batch {batch} x --bptt {bptt} needs at least {batch * bptt + 1}")
-    data = np.empty((L + 1, batch), dtype=np.int64)
-    for b in range(batch):
-        data[:, b] = ids[b * L: b * L + L + 1]
-    return data
+                       f"--batch {batch} x --bptt {bptt} needs at least {batch * (bptt + 1)}")
+    return batch_stream(ids, batch)
 
 
 # --------------------------------------------------------------------------- state
@@ -177,19 +171,19 @@ def apply_update(kind, params, opt, grads, lr, t):
 
 def train_step(state, data, cfg):
     """One interval: loss and gradients from fastbptt, clipping, the optimizer. A new State."""
-    k = cfg["bptt"]
-    pos, h = state.pos, state.h
-    if pos + k >= data.shape[0]:                     # end of the streams: next epoch, fresh state
-        pos, h = 0, np.zeros_like(h)
-    x, y = data[pos:pos + k], data[pos + 1:pos + k + 1]   # [k, B] ids
-    loss, grads, h_last = loss_and_grad(state.params, x, y, h, reduction="mean")
+    # the streaming helper walks the streams; State keeps its position and carried state so
+    # a step stays one rebinding (Ctrl-C safe) and a checkpoint can resume mid-pass
+    stream = TBPTTStream(data, cfg["bptt"], h0=state.h, pos=state.pos, drop_last=True, reduction="mean")
+    if stream.done():                                # end of the streams: next epoch, fresh state
+        stream.reset(np.zeros_like(state.h))
+    loss, grads, h_last = stream.step(state.params)
     grads, _ = clip_global_norm(grads, cfg["clip"])
     params, opt = apply_update(cfg["optimizer"], state.params, state.opt, grads, cfg["lr"], state.step + 1)
     # the loss history is one shared list (copying it every step would cost O(steps²));
     # entries past state.step belong to a step that was never committed and are ignored
     del state.losses[state.step:]
     state.losses.append(loss)
-    return State(params, opt, h_last, state.step + 1, pos + k, state.losses)
+    return State(params, opt, h_last, state.step + 1, stream.pos, state.losses)
 
 
 # --------------------------------------------------------------------------- sampling

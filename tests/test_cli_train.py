@@ -62,7 +62,7 @@ def test_bad_text_files(tmp_path, capsys):
     short = tmp_path / "short.txt"
     short.write_text("abcdefghij" * 3)                       # 30 chars < 4 x 8 + 1
     code, _, err = run(["--text", str(short)] + TINY, capsys)
-    assert_one_line_error(code, err, "shorter than one interval", "33")
+    assert_one_line_error(code, err, "shorter than one interval", "36")
     code, _, err = run(["--text", str(tmp_path)] + TINY, capsys)
     assert_one_line_error(code, err, "directory")
     code, _, err = run(["--text", str(short), "--plot", str(tmp_path / "no" / "dir.png")] + TINY, capsys)
@@ -131,7 +131,8 @@ def test_corrupt_checkpoints(text_file, tmp_path, capsys):
 
 def test_ctrl_c_stops_cleanly_and_saves(text_file, tmp_path, capsys, monkeypatch):
     calls = {"n": 0}
-    real = train.loss_and_grad
+    from fastbptt import stream
+    real = stream.loss_and_grad
 
     def interrupted(*a, **k):
         calls["n"] += 1
@@ -139,7 +140,7 @@ def test_ctrl_c_stops_cleanly_and_saves(text_file, tmp_path, capsys, monkeypatch
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(train, "loss_and_grad", interrupted)
+    monkeypatch.setattr(stream, "loss_and_grad", interrupted)   # the call train's stream makes
     ck = str(tmp_path / "ck.npz")
     code, out, err = run(["--text", text_file, "--steps", "50", "--save", ck] + TINY, capsys)
     assert code == 130

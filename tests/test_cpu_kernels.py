@@ -4,7 +4,7 @@
   BPTT without a mask, for every input kind × loss × activation × dtype;
 * the float32 approximations it uses (``tanh_f32``, ``_exp_shift_f32``), with their accuracy
   pinned in ulps;
-* the BLAS wrapper ``gemm`` (MKL when installed, SciPy's OpenBLAS otherwise).
+* the BLAS wrapper ``gemm`` (SciPy's OpenBLAS; MKL with FASTBPTT_BLAS=mkl).
 
 No timings are asserted here; speed is measured by ``fastbptt bench`` and ``bench/``.
 """
@@ -187,8 +187,18 @@ def test_gemm_all_transposes(dtype):
                                    atol=1e-5 if dtype == np.float32 else 1e-13)
 
 
-def test_openblas_fallback_matches_reference():
-    """Without MKL (or with FASTBPTT_NO_MKL set) the fused kernel runs on SciPy's OpenBLAS."""
+def _mkl_installed():
+    import importlib.metadata as md
+    try:
+        md.version("mkl")
+        return True
+    except md.PackageNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not _mkl_installed(), reason="the optional mkl package is not installed")
+def test_mkl_blas_matches_reference():
+    """FASTBPTT_BLAS=mkl runs the fused kernel's products on MKL (same answers)."""
     code = (
         "import numpy as np, fastbptt\n"
         "from fastbptt import cpu\n"
@@ -196,10 +206,34 @@ def test_openblas_fallback_matches_reference():
         "p = fastbptt.init_params(5, 6, 4, dtype=np.float64, seed=0)\n"
         "x = rng.standard_normal((7, 3, 5)); y = rng.integers(0, 4, (7, 3))\n"
         "a = fastbptt.loss_and_grad(p, x, y); b = fastbptt.loss_and_grad(p, x, y, backend='numpy')\n"
-        "assert cpu.BLAS_NAME == 'scipy-openblas', cpu.BLAS_NAME\n"
+        "assert cpu.BLAS_NAME == 'mkl', cpu.BLAS_NAME\n"
         "np.testing.assert_allclose(a[0], b[0], rtol=1e-10)\n"
         "for k in b[1]: np.testing.assert_allclose(a[1][k], b[1][k], rtol=1e-10, atol=1e-12)\n"
         "print('ok')\n")
-    env = dict(os.environ, FASTBPTT_NO_MKL="1")
+    env = dict(os.environ, FASTBPTT_BLAS="mkl")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]
+
+
+def test_default_blas_is_scipy_openblas():
+    fastbptt.loss_and_grad(*_case(np.random.default_rng(0), np.float64, "float", "cross_entropy", "ids")[:3])
+    if os.environ.get("FASTBPTT_BLAS", "").lower() != "mkl":
+        assert cpu.BLAS_NAME == "scipy-openblas"
+
+
+# --------------------------------------------------------------------------- fastbptt bench
+def test_bench_cli_smoke(tmp_path):
+    """`fastbptt bench` runs children, tabulates, writes JSON; a missing peer is a note."""
+    import json
+
+    from fastbptt import bench, cli
+    res = bench.run_bench(["minchar"], impls=("fastbptt", "reference"), min_time=0.05,
+                          roofline=False, log=lambda s: None)
+    rows = {r["impl"]: r for r in res["rows"]}
+    assert set(rows) == {"fastbptt", "reference"}
+    assert rows["reference"]["speedup_vs_reference"] == 1.0
+    assert rows["fastbptt"]["gflops"] > 0 and rows["fastbptt"]["speedup_vs_torch"] is None
+    assert "| minchar | fastbptt |" in bench.format_table(res)
+    assert bench.flops(64, 128, 1024, 1024, 1024) == 2 * 64 * 128 * 1024 * (2048 + 3072 + 3072)
+    with pytest.raises(cli.CLIError):
+        bench.main(cli.build_parser()[0].parse_args(["bench", "--sizes", "huge"]))
