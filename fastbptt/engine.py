@@ -6,6 +6,7 @@ does the arithmetic. One loop covers every mode::
 
     for each block [s0, s1) of k1 steps (one block of T steps without truncation):
         run the forward pass over the block, keeping what the state store keeps
+        (without checkpointing: forward and output head for a group of blocks, ~k2 steps)
         backpropagate the window [lo, s1), lo = max(0, s0 - (k2 - k1)),
             segment by segment from the last (one segment without checkpointing),
             injecting the output-layer gradient of the block's own steps only
@@ -123,8 +124,13 @@ def run(p, ops):
     seg = p.checkpoint
     if seg is not None and seg >= min(T, k2):
         seg = None                 # one segment covers every window: nothing to recompute
+    # Without checkpointing, the forward pass and the output head run for a group of
+    # consecutive blocks at once (about k2 steps): with k1 << k2, e.g. WildML's (1, K+1),
+    # that is one head product per k2 steps instead of one per step, and the memory still
+    # follows the window, O(k2·B·(H + n_out)).
+    group = k1 * max(1, -(-k2 // k1)) if seg is None else k1
     g = ops.new_grads()
-    store = _WindowStore(ops, p, k1, hist) if seg is None else _CheckpointStore(ops, p, seg)
+    store = _WindowStore(ops, p, group, hist) if seg is None else _CheckpointStore(ops, p, seg)
 
     h_last = None
     if p.masked:                   # sequences end at different steps: gather as we go
@@ -140,26 +146,36 @@ def run(p, ops):
             ops.capture(h_last, hs, t_first, sel)
 
     loss = 0.0
-    for s0 in range(0, T, k1):
-        s1 = min(T, s0 + k1)
-        lo = max(0, s0 - hist)
-        store.advance(s0, s1, lo, capture)
-        dh = ops.zeros((p.B, p.H))                    # the one hidden-delta buffer
-        for a, e in _segments(lo, s1, seg):
-            hs = store.states(a, e)                   # [e-a+1, B, H]: h_a .. h_e
-            i0 = max(a, s0)                           # first step whose loss is injected
-            dhe = None
-            if i0 < e:
-                l, dhe = ops.head(hs[i0 - a + 1:], i0, e, g)
-                loss += l
-            # da is allocated per segment, not kept in one reused buffer: a buffer kept
-            # across segments would be alive during the next head call, the peak phase
-            da = ops.backward(dhe, i0 - a, hs, dh)
-            del dhe                                   # not needed by the weight gradients
-            ops.weight_grads(a, e, da, hs[:-1], g)
-            del da, hs
-        if lo == 0:
-            g["h0"] += dh
+    for g0 in range(0, T, group):
+        g1 = min(T, g0 + group)
+        store.advance(g0, g1, max(0, g0 - hist), capture)
+        dhe_group = None
+        if seg is None:                               # the group's head, all steps at once
+            l, dhe_group = ops.head(store.states(g0, g1)[1:], g0, g1, g)
+            loss += l
+        for s0 in range(g0, g1, k1):
+            s1 = min(g1, s0 + k1)
+            lo = max(0, s0 - hist)
+            dh = ops.zeros((p.B, p.H))                # the one hidden-delta buffer
+            for a, e in _segments(lo, s1, seg):
+                hs = store.states(a, e)               # [e-a+1, B, H]: h_a .. h_e
+                i0 = max(a, s0)                       # first step whose loss is injected
+                dhe = None
+                if seg is None:
+                    if dhe_group is not None:
+                        dhe = dhe_group[s0 - g0:s1 - g0]
+                elif i0 < e:
+                    l, dhe = ops.head(hs[i0 - a + 1:], i0, e, g)
+                    loss += l
+                # da is allocated per segment, not kept in one reused buffer: a buffer kept
+                # across segments would be alive during the next head call, the peak phase
+                da = ops.backward(dhe, i0 - a, hs, dh)
+                del dhe                               # not needed by the weight gradients
+                ops.weight_grads(a, e, da, hs[:-1], g)
+                del da, hs
+            if lo == 0:
+                g["h0"] += dh
+        del dhe_group
     if h_last is None:
         h_last = ops.empty((p.B, p.H))
         ops.copy_into(h_last, store.final())         # a copy: the store's buffers are dropped

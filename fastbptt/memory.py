@@ -89,9 +89,10 @@ def estimate(T, B, n_in, n_hidden, n_out, *, truncate=None, checkpoint=None, dty
 
     Notes
     -----
-    The model follows :func:`fastbptt.engine.run`: per block of k1 steps, a forward pass
-    (input projection ``xu``, states), then per backward segment the output head (logits
-    and ∂L/∂h, for the block's own steps only), the backward loop (one reused delta buffer
+    The model follows :func:`fastbptt.engine.run`: per block of k1 steps (per group of
+    blocks spanning about k2 steps without checkpointing), a forward pass (input projection
+    ``xu``, states) and the output head (logits and ∂L/∂h, for the block's own steps only),
+    then per backward segment the backward loop (one reused delta buffer
     ``da``), the weight gradients. Without checkpointing the states of the current window
     are kept (``min(T, k2) + 1`` of them); with checkpointing ``s``, one state every ``s``
     steps plus one segment's worth of everything else.
@@ -133,10 +134,11 @@ def estimate(T, B, n_in, n_hidden, n_out, *, truncate=None, checkpoint=None, dty
         return _finish(comp, "backward")
 
     if seg is None:
-        store = {"states": (min(T, hist + k1) + 1) * BH}
+        group = k1 * -(-k2 // k1)     # blocks whose forward pass and head run together
+        store = {"states": (min(T, hist + group) + 1) * BH}
         L = min(T, k2)                # longest backward segment (one window)
-        nf = min(T, k1)               # steps per forward run
-        nh = min(T, k1)               # steps whose loss one head call handles
+        nf = min(T, group)            # steps per forward run
+        nh = min(T, group)            # steps whose loss one head call handles
         rec = 0
     else:
         n_ck = (T // seg + 1) if tr is None else (min(T, k2 + seg) // seg + 2)

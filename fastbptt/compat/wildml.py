@@ -61,53 +61,8 @@ def bptt(x, y, U, V, W, bptt_truncate=4):
 
 
 def _bptt(ids, tgt, U, V, W, k, dtype):
-    """Exact truncated BPTT with the output layer batched over all steps.
-
-    ``loss_and_grad(..., truncate=(1, k + 1))`` gives the same numbers, but it runs the
-    output layer once per one-step block: with vocab 8000 that is T separate products with
-    the 6.4 MB ``V`` and T separate ``dV`` updates, which is what the original spends its
-    time on. Here the softmax layer is three large matrix products over all T steps, and the
-    recurrent part is fastbptt's layer API run once over a batch of T windows:
-
-    window t holds steps a_t .. a_t + L - 1 with a_t = max(0, t - k), L = min(k + 1, T),
-    starts from the state s_{a_t - 1} and receives ∂L_t/∂s_t at its step t - a_t only.
-    Steps of a window after t get no gradient and so contribute exactly zero.
-    """
-    T = ids.shape[0]
-    H = W.shape[0]
-    eye = np.eye(H, dtype=dtype)
-    zero_b = np.zeros(H, dtype=dtype)
-    x_rows = U.T[ids]                                  # [T, H] = U[:, x_t]: the one-hot input's projection
-
-    # forward over the sentence: s_0 .. s_{T-1}, s_{-1} = 0 (identity input weights, no bias)
-    s, _ = api.rnn_forward(x_rows[:, None, :], None, eye, W, zero_b, backend="cpu")
-    s = s[:, 0, :]                                     # [T, H]
-
-    # softmax output layer over all steps at once
-    o = s @ V.T                                        # [T, vocab]
-    o -= o.max(axis=1, keepdims=True)
-    np.exp(o, out=o)
-    o /= o.sum(axis=1, keepdims=True)                  # probabilities
-    o[np.arange(T), tgt] -= 1.0                        # ∂L/∂(V s_t)
-    dV = o.T @ s                                       # [vocab, H]
-    g = o @ V                                          # [T, H] = ∂L_t/∂s_t
-
-    # the truncated recurrent part: one batch of T windows of L steps
-    L = min(k + 1, T)
-    t = np.arange(T)
-    a = np.maximum(0, t - k)                           # first step of each window  [T]
-    steps = a[None, :] + np.arange(L)[:, None]         # [L, T] step index of (j, window)
-    h0 = np.zeros((T, H), dtype=dtype)
-    h0[a > 0] = s[a[a > 0] - 1]
-    dhs = np.zeros((L, T, H), dtype=dtype)
-    dhs[t - a, t] = g
-    _, cache = api.rnn_forward(x_rows[steps], h0, eye, W, zero_b, backend="cpu")
-    dx, _, _, dW, _ = api.rnn_backward(dhs, cache)     # dx = da (identity input weights)
-
-    # dU[:, x_t] += da_t: sum the rows per distinct id first (repeats add), then write columns
-    uniq, inv = np.unique(ids[steps].ravel(), return_inverse=True)
-    cols = np.zeros((uniq.shape[0], H), dtype=dtype)
-    np.add.at(cols, inv.ravel(), dx.reshape(-1, H))
-    dU = np.zeros(U.shape, dtype=dtype)
-    dU[:, uniq] = cols.T
-    return [dU, dV, dW]
+    """The tutorial's model is fastbptt's with zero biases, one-hot inputs and h0 = 0."""
+    H, vocab = U.shape
+    params = {"U": U, "W": W, "b": np.zeros(H, dtype), "V": V, "c": np.zeros(vocab, dtype)}
+    _, grads, _ = api.loss_and_grad(params, ids[:, None], tgt[:, None], truncate=(1, k + 1))
+    return [grads["U"], grads["V"], grads["W"]]
