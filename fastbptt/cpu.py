@@ -8,6 +8,10 @@ serves all three without passing functions around.
 Only the recurrent product and the pointwise work run inside the time loops; the input
 projection and the weight gradients are large matrix products over all rows of a segment,
 done by NumPy's BLAS in :class:`CpuOps`.
+
+Full BPTT without a mask (the common case) skips the engine: :func:`fused_loss_and_grad`
+runs everything in one compiled call, :func:`fused_full_bptt`, whose products call BLAS
+directly through :func:`gemm` (issue 5; see the section "fused full BPTT" below).
 """
 from __future__ import annotations
 
@@ -481,7 +485,7 @@ _SMALL_GEMM = 1 << 16      # m·n·k below which a product counts as tiny
 # second thread would save about a third of the per-step time at large.
 # The setting is the BLAS's thread-local one (OpenBLAS's openblas_set_num_threads_local or
 # MKL_Set_Num_Threads_Local), restored before the kernel returns.
-_THREAD_MIN = 1 << 28
+_THREAD_MIN = 1 << 24
 _threads_local = _nbt.ExternalFunction("fastbptt_threads_local", _nbt.int32(_nbt.int32))
 
 
