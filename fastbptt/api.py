@@ -234,7 +234,7 @@ def rnn_forward(x, h0, U, W, b, *, activation="tanh", batch_first=False, backend
         from .cpu import forward_steps
         hs = np.empty((T + 1, B, H), dtype=dtype)      # [T+1, B, H], h0 in slot 0
         hs[0] = h0
-        xu = np.matmul(x.reshape(-1, n_in), U.T)   # matmul: NaN·0 stays NaN.reshape(T, B, H)
+        xu = np.matmul(x.reshape(-1, n_in), U.T).reshape(T, B, H)   # matmul: NaN·0 stays NaN
         xu += b
         forward_steps(xu, np.ascontiguousarray(W.T), hs, np.empty((B, H), dtype=dtype),
                       V.ACTIVATIONS[activation])
