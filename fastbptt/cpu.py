@@ -235,6 +235,16 @@ class CpuOps:
 
     def _mm(self, A, ta, B, tb, C, beta=0.0):
         """C = op(A) op(B) + beta·C through :func:`gemm` (C-contiguous 2-D arrays)."""
+        if max(A.shape + B.shape) >= _LP64_MAX:
+            # the BLAS takes 32-bit sizes: NumPy's matmul splits what gemm cannot take
+            a = A.T if ta else A
+            b = B.T if tb else B
+            if beta == 0.0:
+                np.matmul(a, b, out=C)
+            else:
+                C *= beta
+                C += a @ b
+            return
         gemm(A, ta, B, tb, C, beta, self._sc, self._fs)
 
     # allocation
@@ -772,10 +782,13 @@ def fused_full_bptt(in_kind, x, ids, E, U, W, b, V, c, h0, loss_kind, tgt, yrows
     return loss
 
 
+_LP64_MAX = 2 ** 31          # gemm passes sizes to BLAS as 32-bit ints
+
+
 def fused_eligible(p) -> bool:
     """Whether :func:`fused_loss_and_grad` handles the validated problem ``p``."""
     return (p.truncate is None and p.checkpoint is None and p.dense and not p.masked
-            and p.y_map is None)
+            and p.y_map is None and p.T * p.B < _LP64_MAX)
 
 
 _NTHREADS = _max_threads()

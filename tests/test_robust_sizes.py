@@ -146,3 +146,21 @@ def test_engine_buffers_beyond_the_memory_limit_raise_memory_error():
     assert proc.returncode == 0, explain(proc)
     assert "loss_and_grad MemoryError" in proc.stdout and "rnn_forward MemoryError" in proc.stdout, proc.stdout
     assert "OK" in proc.stdout
+
+
+def test_products_too_large_for_32bit_blas_sizes_fall_back(monkeypatch):
+    """gemm hands sizes to BLAS as int32: larger products go through NumPy instead."""
+    from types import SimpleNamespace
+
+    import tolerances as tol
+    from cases import make_case
+    huge = SimpleNamespace(truncate=None, checkpoint=None, dense=True, masked=False, y_map=None,
+                           T=2 ** 20, B=2 ** 11)
+    assert not cpu.fused_eligible(huge)
+    case = make_case(T=6, B=3, input_kind="float")
+    expected = fastbptt.loss_and_grad(**case, backend="numpy")
+    monkeypatch.setattr(cpu, "_LP64_MAX", 4)      # every product now takes the fallback
+    got = fastbptt.loss_and_grad(**case, checkpoint=2)
+    np.testing.assert_allclose(got[0], expected[0], **tol.EXACT64)
+    for k in expected[1]:
+        np.testing.assert_allclose(got[1][k], expected[1][k], err_msg=k, **tol.EXACT64)
