@@ -224,14 +224,12 @@ class CpuOps:
     def __init__(self, p):
         self.p = p
         self.dtype = p.dtype
-        self.WT = np.ascontiguousarray(p.W.T)         # [H, H] so the step product is h @ WT
         self.UT = np.ascontiguousarray(p.U.T) if (p.ids is not None and p.E is None) else None
-        self._tmp = np.empty((p.B, p.H), dtype=p.dtype)
         # every product goes through gemm, the BLAS of the fused kernel (issue 3): see
         # forward_steps_gemm for why
         register_blas()
         self._fast = p.dtype == np.float32
-        self._sc, self._fs = gemm_scratch(_NTHREADS, self._tmp)
+        self._sc, self._fs = gemm_scratch(_NTHREADS, p.W)      # W: only its dtype is used
 
     def _mm(self, A, ta, B, tb, C, beta=0.0):
         """C = op(A) op(B) + beta·C through :func:`gemm` (C-contiguous 2-D arrays)."""
@@ -253,9 +251,6 @@ class CpuOps:
 
     def empty(self, shape):
         return np.empty(shape, dtype=self.dtype)
-
-    def to_host(self, a):
-        return a
 
     def copy_into(self, dst, src):
         dst[...] = src

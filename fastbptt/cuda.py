@@ -142,9 +142,6 @@ class _Device:
     def upload(self, a, dtype=None):
         return self.cuda.to_device(np.ascontiguousarray(a, dtype=dtype))
 
-    def to_host(self, a):
-        return a.copy_to_host()
-
     def copy_into(self, dst, src):
         """dst[...] = src for C-contiguous device arrays of one shape; they may overlap."""
         nbytes = dst.size * dst.dtype.itemsize
