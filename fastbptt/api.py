@@ -203,7 +203,8 @@ def rnn_forward(x, h0, U, W, b, *, activation="tanh", batch_first=False, backend
     V.check_choice("backend", backend, ("cpu", "numpy", "cuda"))
     if backend == "cuda":
         from . import cuda
-        return cuda.rnn_forward(x, h0, U, W, b, activation=activation, batch_first=batch_first)
+        out, parts = cuda.rnn_forward(x, h0, U, W, b, activation=activation, batch_first=batch_first)
+        return out, RNNCache(*parts, activation, "cuda", batch_first)
     U, W, b = (V.as_array(n, a) for n, a in (("U", U), ("W", W), ("b", b)))
     n_in, H, dtype = V.check_weights(U, W, b)
     x = V.as_array("x", x)

@@ -94,7 +94,7 @@ GPU_CASES = [
 @gpu
 @pytest.mark.parametrize("kw,ekw,path", GPU_CASES)
 def test_gpu_matches_cpu(kw, ekw, path, monkeypatch):
-    from fastbptt import config
+    from fastbptt.cuda import config
     monkeypatch.setattr(config, "RECURRENT", path)
     kw = {**dict(T=12, B=5, n_in=7, H=33, n_out=9, vocab=11), **kw}
     case = make_case(**kw)

@@ -9,7 +9,7 @@ import pytest
 from numba import cuda
 
 import fastbptt
-from fastbptt import config
+from fastbptt.cuda import config
 from cases import make_case
 from tolerances import CUDA32, CUDA64
 
@@ -78,8 +78,8 @@ def test_cuda_matches_cpu(kw, ekw, path, monkeypatch):
     before = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in case.items() if k != "params"}
     ref = fastbptt.loss_and_grad(**case, backend="cpu", **ekw)
     got = fastbptt.loss_and_grad(**case, backend="cuda", **ekw)
-    from fastbptt.cuda import _Device
-    assert _Device(kw.get("dtype", np.float64), 0).recurrent_path(3, 5) == path
+    from fastbptt.cuda.device import Device
+    assert Device(kw.get("dtype", np.float64), 0).recurrent_path(3, 5) == path
     _compare(ref, got, kw.get("dtype", np.float64))
     for k, v in before.items():                           # inputs are never modified
         if isinstance(v, np.ndarray):
@@ -175,8 +175,8 @@ def test_layer_api_matches_cpu(path, batch_first, device, monkeypatch):
 def test_kernels_direct():
     """The tiled product in every transpose combination, column sums and the atomic scatter
     with repeated ids, on sizes that are not multiples of the tile."""
-    from fastbptt.cuda import _Device
-    d = _Device(np.float64, 0)
+    from fastbptt.cuda.device import Device
+    d = Device(np.float64, 0)
     rng = np.random.default_rng(0)
     M, K, N = 7, 5, 6
     for ta in (0, 1):
@@ -196,15 +196,15 @@ def test_kernels_direct():
     ids = np.array([2, 0, 2, 2, 1], dtype=np.int64)
     src = rng.standard_normal((5, 3))
     dst = cuda.to_device(np.zeros((4, 3)))
-    d.rows(d.k.scatter_add_rows, dst, cuda.to_device(ids), cuda.to_device(src), src.size)
+    d.rows(d.arr.scatter_add_rows, dst, cuda.to_device(ids), cuda.to_device(src), src.size)
     want = np.zeros((4, 3))
     np.add.at(want, ids, src)
     np.testing.assert_allclose(dst.copy_to_host(), want, **CUDA64)
 
 
 def test_overlapping_copy():
-    from fastbptt.cuda import _Device
-    d = _Device(np.float64, 0)
+    from fastbptt.cuda.device import Device
+    d = Device(np.float64, 0)
     buf = np.arange(5 * 2 * 3, dtype=np.float64).reshape(5, 2, 3)
     dbuf = cuda.to_device(buf)
     d.copy_into(dbuf[:3], dbuf[2:5])                       # the engine's window shift

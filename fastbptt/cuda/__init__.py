@@ -1,0 +1,311 @@
+"""CUDA backend (numba-cuda): ``backend="cuda"`` of :func:`fastbptt.loss_and_grad`,
+:func:`fastbptt.rnn_forward` and :func:`fastbptt.rnn_backward`.
+
+Where things are:
+
+* this module: the public entry points (validation, device-array handling, dispatch);
+* :mod:`.ops`: :class:`CudaOps`, the operations :mod:`fastbptt.engine` schedules;
+* :mod:`.device`: finding numba-cuda and a GPU, :class:`~.device.Device` (launchers, buffers);
+* one module per cell with its pointwise and time-loop kernels: :mod:`.rnn`;
+* shared kernels: :mod:`.products` (tiled products, column sums), :mod:`.heads` (softmax,
+  cross-entropy, MSE), :mod:`.arrays` (rows, ids, layouts), :mod:`.activations` (the
+  pointwise math, once);
+* :mod:`.config`: tunables (threads per block, tiles, the time-loop kernel form).
+
+Arrays: NumPy inputs are copied to the device and results copied back as NumPy arrays.
+Device arrays (anything with ``__cuda_array_interface__``: Numba device arrays, CuPy, PyTorch
+CUDA tensors) are used in place and the gradients and ``h_last`` stay on the device (as Numba
+device arrays; wrap them with ``torch.as_tensor(g, device="cuda")`` or ``cupy.asarray(g)``).
+Validation of device arguments checks shapes and dtypes without copying them to the host; id
+ranges are checked by a reduction on the device. Two small arrays are copied to the host
+because the host-side scheduler needs their values: a device ``mask`` ``[T, B]`` and
+many-to-one class-id targets ``[B]``.
+
+Importing this package never imports numba or needs a GPU; using it raises an ``ImportError``
+(numba-cuda missing) or a ``RuntimeError`` (no usable GPU) that says what is missing.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from .. import _validate as V
+from . import config
+from .device import Device, as_device, available, cuda_module, is_device_array, stand_in
+
+__all__ = ["CudaOps", "available", "loss_and_grad", "rnn_forward", "rnn_backward", "benchmark",
+           "is_device_array", "config"]
+
+
+# every module with kernels, for the PTX tests (a new cell's module is added here)
+KERNEL_MODULES = ("products", "heads", "arrays", "rnn")
+
+
+def ptx_specs(dtype):
+    """(name, python function, signature) of every CUDA kernel for float ``dtype``: the PTX
+    tests compile each with ``numba.cuda.compile_ptx`` for the real target."""
+    import importlib
+    return [spec for m in KERNEL_MODULES
+            for spec in importlib.import_module(f".{m}", __name__).ptx_specs(dtype)]
+
+
+def __getattr__(name):
+    if name == "CudaOps":                 # its module imports numba: only once numba-cuda is known
+        cuda_module()
+        from .ops import CudaOps
+        return CudaOps
+    raise AttributeError(f"module 'fastbptt.cuda' has no attribute {name!r}")
+
+
+def _check_ids_on_device(dev, name, d, high, what):
+    """The validator's id range check, as a min/max reduction on the device."""
+    out = dev.upload(np.array([np.iinfo(np.int64).max, np.iinfo(np.int64).min], dtype=np.int64))
+    if d.size:
+        dev.arr.id_range[dev.blocks(d.size), dev.NT](d, out)
+        lo, hi = (int(v) for v in out.copy_to_host())
+        if lo < 0 or hi >= high:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"{name} holds id {bad}, outside [0, {high}) ({what})")
+
+
+def _host_copy(cuda, a):
+    d = as_device(cuda, a)
+    if not d.is_c_contiguous():
+        d = Device(np.float32, 0).contiguous(d)
+    return d.copy_to_host()
+
+
+def loss_and_grad(params, inputs, targets, h0=None, *, activation="tanh", loss="cross_entropy",
+                  reduction="sum", mask=None, batch_first=False, truncate=None, checkpoint=None):
+    """:func:`fastbptt.loss_and_grad` with ``backend="cuda"`` (same arguments and results).
+
+    Host (NumPy) arguments are copied to the device and the gradients and ``h_last`` come
+    back as NumPy arrays. If any argument is a device array, the gradients and ``h_last`` are
+    Numba device arrays left on the device.
+    """
+    cuda = cuda_module()
+    dev = {}                                        # argument name -> device array
+
+    def sub(name, a, swap=False):
+        if a is not None and is_device_array(a):
+            dev[name] = as_device(cuda, a)
+            return stand_in(dev[name], swap)
+        return a
+
+    hp = params
+    if hasattr(params, "keys") and hasattr(params, "__getitem__"):
+        hp = {k: (sub(k, params[k]) if k in V.PARAM_KEYS + ("E",) else params[k]) for k in params.keys()}
+    h_inputs = sub("inputs", inputs, swap=bool(batch_first))
+    h_targets = targets
+    if targets is not None and is_device_array(targets):
+        targets = as_device(cuda, targets)
+        is_int = np.issubdtype(np.dtype(targets.dtype), np.integer)
+        if is_int and len(targets.shape) == 1:
+            h_targets = _host_copy(cuda, targets)      # many-to-one ids [B]: tiny, needed on host
+        else:
+            h_targets = sub("targets", targets, swap=bool(batch_first) and len(targets.shape) == (2 if is_int else 3))
+    h_mask = _host_copy(cuda, mask) if (mask is not None and is_device_array(mask)) else mask
+    h_h0 = sub("h0", h0)
+    ondev = bool(dev) or h_targets is not targets or h_mask is not mask   # any device argument
+    p = V.validate_loss_and_grad(hp, h_inputs, h_targets, h_h0, activation, loss, reduction, h_mask,
+                                 batch_first, "cuda", truncate, checkpoint)
+
+    d = Device(p.dtype, p.act)
+    swap = int(bool(batch_first))
+    if "inputs" in dev:
+        a = dev["inputs"]
+        if p.ids is not None:
+            vocab = p.E.shape[0] if p.E is not None else p.n_in
+            _check_ids_on_device(d, "inputs", a, vocab, "the vocabulary size, "
+                                 + ("rows of E" if p.E is not None else "columns of U (one-hot)"))
+            dev["ids"] = d.contiguous(a, np.int64, swap)
+        else:
+            dev["x"] = d.contiguous(a, None, swap)
+    if "targets" in dev:
+        a = dev["targets"]
+        if p.tgt_ids is not None:                      # per-step class ids [T, B]
+            _check_ids_on_device(d, "targets", a, p.n_out, "n_out classes, rows of V")
+            dev["tgt_ids"] = d.contiguous(a, np.int64, swap if len(a.shape) == 2 else 0)
+        elif p.many_to_one:                            # [B, n_out]
+            dev["y_rows"] = d.contiguous(a)
+        else:                                          # [T, B, n_out] -> rows [T*B, n_out]
+            dev["y_rows"] = d.contiguous(a, None, swap).reshape(p.T * p.B, p.n_out)
+    for k in V.PARAM_KEYS + ("E", "h0"):
+        if k in dev:
+            dev[k] = d.contiguous(dev[k])
+    from .. import engine
+    from .ops import CudaOps
+    ops = CudaOps(p, dev)
+    lval, grads, h_last = engine.run(p, ops)
+    if not ondev:
+        grads = {k: v.copy_to_host() for k, v in grads.items()}
+        h_last = h_last.copy_to_host()
+    return lval, grads, h_last
+
+
+def rnn_forward(x, h0, U, W, b, *, activation="tanh", batch_first=False):
+    """:func:`fastbptt.rnn_forward` with ``backend="cuda"``, without the cache object.
+
+    With device arrays among the arguments, ``hs`` is a device array: a view of the cache for
+    time-major input (do not write to it), a transposed copy for batch-first input.
+
+    Returns
+    -------
+    hs : array [T, B, H]
+    parts : tuple
+        The device arrays ``(x [T, B, n_in], hs [T+1, B, H], U, W)`` that
+        :func:`fastbptt.rnn_forward` keeps in its ``RNNCache`` for :func:`rnn_backward`.
+    """
+    from . import rnn
+    cuda = cuda_module()
+    V.check_choice("activation", activation, tuple(V.ACTIVATIONS))
+    ondev = any(a is not None and is_device_array(a) for a in (x, h0, U, W, b))
+
+    def host_view(name, a, swap=False):
+        if is_device_array(a):
+            return stand_in(as_device(cuda, a), swap)
+        return V.as_array(name, a)
+
+    Uh, Wh, bh = host_view("U", U), host_view("W", W), host_view("b", b)
+    n_in, H, dtype = V.check_weights(Uh, Wh, bh)
+    xh = host_view("x", x)
+    if xh.ndim != 3:
+        raise ValueError(f"x must be 3-D [{'B, T' if batch_first else 'T, B'}, n_in]; got shape {xh.shape}")
+    if xh.dtype != dtype:
+        raise TypeError(f"x has dtype {xh.dtype} but the weights have {dtype}; "
+                        "cast explicitly, fastbptt does not mix precisions")
+    T, B = (xh.shape[1], xh.shape[0]) if batch_first else xh.shape[:2]
+    if xh.shape[2] != n_in:
+        raise ValueError(f"x must have n_in = {n_in} features (columns of U); got shape {xh.shape}")
+    if T == 0 or B == 0:
+        raise ValueError(f"x must have T > 0 and B > 0; got shape {xh.shape}")
+    if h0 is not None:
+        h0h = host_view("h0", h0)
+        if h0h.dtype != dtype:
+            raise TypeError(f"h0 has dtype {h0h.dtype} but the weights have {dtype}")
+        if h0h.shape != (B, H):
+            raise ValueError(f"h0 must be [B, H] = [{B}, {H}]; got shape {h0h.shape}")
+
+    d = Device(dtype, V.ACTIVATIONS[activation])
+
+    def to_dev(a, swap=0):
+        if is_device_array(a):
+            return d.contiguous(as_device(cuda, a), None, swap)
+        a = np.asarray(a)
+        return d.upload(a.transpose(1, 0, 2) if swap else a)
+
+    xd = to_dev(x, int(bool(batch_first)))                  # [T, B, n_in]
+    Ud, Wd, bd = to_dev(U), to_dev(W), to_dev(b)
+    hs = d.empty((T + 1, B, H))                             # [T+1, B, H], h0 in slot 0
+    if h0 is None:
+        d.arr.fill[d.blocks(B * H), d.NT](hs[0].reshape(-1), 0)
+    else:
+        d.copy_into(hs[0], to_dev(h0))
+    xu = d.empty((T, B, H))
+    d.gemm(xd.reshape(T * B, n_in), Ud, xu.reshape(T * B, H), tb=1, bias=bd)
+    rnn.forward(d, xu, hs, d.transpose(Wd))
+    parts = (xd, hs, Ud, Wd)
+    if ondev:
+        out = hs[1:]
+        if batch_first:
+            out = d.contiguous(out, None, 1)
+        return out, parts
+    out = hs.copy_to_host()[1:]
+    if batch_first:
+        out = out.transpose(1, 0, 2)
+    out.flags.writeable = False
+    return out, parts
+
+
+def rnn_backward(dhs, cache):
+    """:func:`fastbptt.rnn_backward` for a cache from ``rnn_forward(..., backend="cuda")``.
+
+    Results are device arrays when ``dhs`` is one, NumPy arrays otherwise.
+    """
+    from . import rnn
+    cuda = cuda_module()
+    hs, xd, Ud, Wd = cache.hs, cache.x, cache.U, cache.W
+    T, B, H = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
+    n_in = xd.shape[2]
+    dtype = np.dtype(hs.dtype)
+    ondev = is_device_array(dhs)
+    dh_h = stand_in(as_device(cuda, dhs), False) if ondev else V.as_array("dhs", dhs)
+    if dh_h.dtype != dtype:
+        raise TypeError(f"dhs has dtype {dh_h.dtype} but the layer runs in {dtype}")
+    want = (B, T, H) if cache.batch_first else (T, B, H)
+    if dh_h.shape != want:
+        raise ValueError(f"dhs must be {list(want)}, the shape of hs; got shape {dh_h.shape}")
+    d = Device(dtype, cache.act)
+    swap = int(bool(cache.batch_first))
+    if ondev:
+        dhd = d.contiguous(as_device(cuda, dhs), None, swap)
+    else:
+        dhd = d.upload(dh_h.transpose(1, 0, 2) if swap else dh_h)
+    dh0 = d.zeros((B, H))
+    da = rnn.backward(d, dhd, 0, hs, Wd, dh0, d.empty((T, B, H)))
+    da2 = da.reshape(T * B, H)
+    dx = d.empty((T, B, n_in))
+    d.gemm(da2, Ud, dx.reshape(T * B, n_in))
+    dU, dW, db = d.empty((H, n_in)), d.empty((H, H)), d.zeros(H)
+    d.gemm(da2, xd.reshape(T * B, n_in), dU, ta=1)
+    d.gemm(da2, hs[:-1].reshape(T * B, H), dW, ta=1)
+    d.colsum(da2, db)
+    if swap:
+        dx = d.contiguous(dx, None, 1)
+    out = (dx, dh0, dU, dW, db)
+    if not ondev:
+        out = tuple(a.copy_to_host() for a in out)
+    return out
+
+
+# --------------------------------------------------------------------------- benchmark hook
+def benchmark(T, B, H, *, n_in=None, n_out=None, dtype=np.float32, repeats=5,
+              warmup=1, recurrent="auto", seed=0):
+    """Time one ``loss_and_grad(backend="cuda")`` with every array already on the device.
+
+    For ``fastbptt bench --backend cuda``. Inputs are one-hot ids over ``n_in`` (default H)
+    with class-id targets over ``n_out`` (default n_in), cross-entropy, sum reduction, tanh — the char-LM case.
+    The first ``warmup`` calls (kernel compilation) are not timed; each timed call ends with
+    a device synchronisation.
+
+    Returns
+    -------
+    dict
+        ``seconds`` (median), ``all`` (every timed call), ``path`` (the time-loop kernels:
+        "persistent", "cooperative" or "per-step"; see :mod:`fastbptt.cuda.config`), ``device``
+        (GPU name) and the sizes.
+    """
+    cuda = cuda_module()
+    n_in = n_in or H
+    n_out = n_out or n_in
+    rng = np.random.default_rng(seed)
+    shapes = dict(U=(H, n_in), W=(H, H), b=(H,), V=(n_out, H), c=(n_out,))
+    # weights scaled by 1/√fan_in keep tanh out of saturation; the values do not change the time
+    dparams = {k: cuda.to_device((rng.standard_normal(s) / np.sqrt(s[-1])).astype(dtype))
+               for k, s in shapes.items()}
+    ids = cuda.to_device(rng.integers(0, n_in, size=(T, B)).astype(np.int64))
+    tgt = cuda.to_device(rng.integers(0, n_out, size=(T, B)).astype(np.int64))
+    old = config.RECURRENT
+    config.RECURRENT = recurrent
+    try:
+        path = Device(dtype, 0).recurrent_path(B, H)
+        times = []
+        for i in range(warmup + repeats):
+            cuda.synchronize()
+            t0 = time.perf_counter()
+            loss_and_grad(dparams, ids, tgt)
+            cuda.synchronize()
+            if i >= warmup:
+                times.append(time.perf_counter() - t0)
+    finally:
+        config.RECURRENT = old
+    try:
+        name = cuda.get_current_device().name
+        name = name.decode() if isinstance(name, bytes) else str(name)
+    except Exception:  # the simulator's device has no name
+        name = "CUDA simulator" if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" else "unknown"
+    return dict(seconds=float(np.median(times)), all=times, path=path, device=name,
+                T=T, B=B, H=H, n_in=n_in, n_out=n_out, dtype=str(np.dtype(dtype)))
+
