@@ -77,7 +77,7 @@ def _every_kernel(dtype):
             args = {"products": (config.TILE,), "heads": (config.THREADS,)}.get(m, ())
             spaces.append(vars(mod.build(dtype, *args)))
         for space in spaces:
-            found.update({n: v.py_func for n, v in space.items()
+            found.update({f"{m}.{n}": v.py_func for n, v in space.items()
                           if hasattr(v, "py_func") and not getattr(v, "targetoptions", {}).get("device")})
     return found
 
@@ -98,17 +98,24 @@ def test_kernel_properties_in_ptx(compile_ptx):
     persistent kernels keep W in dynamic shared memory (the cooperative ones also sync the
     grid); the id scatters are atomic."""
     ptx = _ptx(compile_ptx, np.float32, (9, 0))
-    for name in ("gemm", "step_forward", "step_backward", "persistent_forward",
-                 "persistent_backward", "coop_forward", "coop_backward", "colsum_add"):
+    loops = [f"{cell}.{k}" for cell, kernels in (
+        ("rnn", ("step_forward", "step_backward", "persistent_forward", "persistent_backward",
+                 "coop_forward", "coop_backward")),
+        ("lstm", ("forward_pointwise", "backward_pointwise", "persistent_forward", "persistent_backward")),
+        ("gru", ("forward_pointwise", "backward_pointwise", "persistent_forward", "persistent_backward")))
+        for k in kernels]
+    for name in ["products.gemm", "products.gemm_strided", "products.colsum_add"] + loops:
         f64 = [ln for ln in ptx[name].splitlines()
-               if ".f64" in ln and any(op in ln for op in ("fma", "mul.", "add.", "sub."))]
+               if ".f64" in ln and any(op in ln for op in ("fma", "mul.", "add.", "sub.", "div.", "ex2."))]
         assert not f64, f"{name}: float64 arithmetic in a float32 kernel: {f64[:3]}"
-    for name in ("gemm", "colsum_add", "head_loss"):
+    for name in ("products.gemm", "products.colsum_add", "heads.head_loss"):
         assert "bar.sync" in ptx[name] and ".shared" in ptx[name], name
-    for name in ("persistent_forward", "persistent_backward", "coop_forward", "coop_backward"):
+    persistent = [n for n in loops if ".persistent_" in n or ".coop_" in n]
+    assert len(persistent) == 8
+    for name in persistent:
         assert ".extern .shared" in ptx[name], name          # dynamic shared memory for W
         assert "bar.sync" in ptx[name], name
-    for name in ("coop_forward", "coop_backward"):
+    for name in ("rnn.coop_forward", "rnn.coop_backward"):
         assert "cudaCGSynchronize" in ptx[name], name        # grid-wide sync (cudadevrt)
-    for name in ("scatter_add_rows", "scatter_add_cols", "colsum_add"):
+    for name in ("arrays.scatter_add_rows", "arrays.scatter_add_cols", "products.colsum_add"):
         assert "atom." in ptx[name] or "red." in ptx[name], name

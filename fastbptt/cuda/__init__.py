@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import time
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -40,15 +41,15 @@ __all__ = ["CudaOps", "available", "loss_and_grad", "rnn_forward", "rnn_backward
 
 
 # every module with kernels, for the PTX tests (a new cell's module is added here)
-KERNEL_MODULES = ("products", "heads", "arrays", "rnn")
+KERNEL_MODULES = ("products", "heads", "arrays", "rnn", "lstm", "gru")
 
 
 def ptx_specs(dtype):
-    """(name, python function, signature) of every CUDA kernel for float ``dtype``: the PTX
-    tests compile each with ``numba.cuda.compile_ptx`` for the real target."""
+    """("module.kernel", python function, signature) of every CUDA kernel for float ``dtype``:
+    the PTX tests compile each with ``numba.cuda.compile_ptx`` for the real target."""
     import importlib
-    return [spec for m in KERNEL_MODULES
-            for spec in importlib.import_module(f".{m}", __name__).ptx_specs(dtype)]
+    return [(f"{m}.{name}", fn, sig) for m in KERNEL_MODULES
+            for name, fn, sig in importlib.import_module(f".{m}", __name__).ptx_specs(dtype)]
 
 
 def __getattr__(name):
@@ -205,7 +206,7 @@ def rnn_forward(x, h0, U, W, b, *, activation="tanh", batch_first=False):
         d.copy_into(hs[0], to_dev(h0))
     xu = d.empty((T, B, H))
     d.gemm(xd.reshape(T * B, n_in), Ud, xu.reshape(T * B, H), tb=1, bias=bd)
-    rnn.forward(d, xu, hs, d.transpose(Wd))
+    rnn.forward(d, xu, hs, SimpleNamespace(WT=d.transpose(Wd), act=d.act))
     parts = (xd, hs, Ud, Wd)
     if ondev:
         out = hs[1:]
@@ -244,7 +245,7 @@ def rnn_backward(dhs, cache):
     else:
         dhd = d.upload(dh_h.transpose(1, 0, 2) if swap else dh_h)
     dh0 = d.zeros((B, H))
-    da = rnn.backward(d, dhd, 0, hs, Wd, dh0, d.empty((T, B, H)))
+    da = rnn.backward(d, dhd, 0, hs, dh0, d.empty((T, B, H)), SimpleNamespace(W=Wd, act=d.act))
     da2 = da.reshape(T * B, H)
     dx = d.empty((T, B, n_in))
     d.gemm(da2, Ud, dx.reshape(T * B, n_in))

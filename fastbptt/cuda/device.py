@@ -192,7 +192,8 @@ class Device:
         """Which time-loop kernels run: "persistent", "cooperative" or "per-step".
 
         ``smem_elems``: the elements the persistent kernel keeps in shared memory (H·H for
-        the Elman cell's W; G·H·H for a gated cell)."""
+        the Elman cell's W; G·H·H for a gated cell). The gated cells have no cooperative
+        kernels: they run "per-step" where this says "cooperative"."""
         mode = config.RECURRENT
         if mode not in ("auto", "persistent", "cooperative", "per-step"):
             raise ValueError(f"fastbptt.cuda.config.RECURRENT must be 'auto', 'persistent', "

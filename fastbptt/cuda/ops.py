@@ -106,7 +106,7 @@ class CudaOps(Device):
         return xu
 
     def forward(self, xu, hs):
-        rnn.forward(self, xu, hs, self.WT)
+        rnn.forward(self, xu, hs, self)
 
     def head(self, hs_out, t0, t1, g):
         """Loss of steps [t0, t1) and ∂L/∂h_t through the output layer (as CpuOps.head)."""
@@ -154,7 +154,7 @@ class CudaOps(Device):
     def backward(self, dhe, inj0, hs, dh, out=None):
         n = hs.shape[0] - 1
         da = out if out is not None else self.empty((n,) + tuple(dh.shape))
-        return rnn.backward(self, dhe, inj0, hs, self.W, dh, da)
+        return rnn.backward(self, dhe, inj0, hs, dh, da, self)
 
     def weight_grads(self, t0, t1, da, hs_prev, g):
         """dW, db, dU (and dE) from the deltas of steps [t0, t1) (as CpuOps.weight_grads)."""

@@ -222,26 +222,30 @@ def build(dtype):  # noqa: C901 - one closure per kernel
                            coop_forward=coop_forward, coop_backward=coop_backward)
 
 
-def forward(dev, xu, hs, WT):
-    """hs[1:] from hs[0] and xu [n, B, H], with the kernels ``dev.recurrent_path`` picks."""
+def forward(dev, xu, hs, w):
+    """hs[1:] from hs[0] and xu [n, B, H] (x Uᵀ + b), with the kernels ``dev.recurrent_path``
+    picks. w.WT [H, H] = Wᵀ, w.act the activation code."""
     k = build(dev.dtype)
+    WT, act = w.WT, w.act
     n, B, H = xu.shape
     path = dev.recurrent_path(B, H)
     if path == "persistent":
         smem = H * H * dev.dtype.itemsize
-        k.persistent_forward[1, config.PERSISTENT_THREADS, 0, smem](xu, hs, WT, dev.act)
+        k.persistent_forward[1, config.PERSISTENT_THREADS, 0, smem](xu, hs, WT, act)
         return
-    if path == "cooperative" and dev.launch_coop(k.coop_forward, H, (xu, hs, WT, dev.act)):
+    if path == "cooperative" and dev.launch_coop(k.coop_forward, H, (xu, hs, WT, act)):
         return
     grid = dev.blocks(B * H)
     for t in range(n):
-        k.step_forward[grid, dev.NT](xu, hs, WT, t, dev.act)
+        k.step_forward[grid, dev.NT](xu, hs, WT, t, act)
 
 
-def backward(dev, dhe, inj0, hs, W, dh, da):
+def backward(dev, dhe, inj0, hs, dh, da, w):
     """da [n, B, H] for every step; dh [B, H] enters as ∂L/∂h_n from later steps and leaves as
-    ∂L/∂h_0. dhe [m, B, H] (or None) is the output layer's ∂L/∂h_t for t >= inj0."""
+    ∂L/∂h_0. dhe [m, B, H] (or None) is the output layer's ∂L/∂h_t for t >= inj0. w.W [H, H],
+    w.act the activation code."""
     k = build(dev.dtype)
+    W, act = w.W, w.act
     n, B, H = da.shape
     if dhe is None:
         dhe, inj0 = dev.dummy3, n
@@ -249,14 +253,14 @@ def backward(dev, dhe, inj0, hs, W, dh, da):
     if path == "persistent":
         smem = H * H * dev.dtype.itemsize
         k.persistent_backward[1, config.PERSISTENT_THREADS, 0, smem](
-            da, hs, W, dhe, int(inj0), dh, dev.act)
+            da, hs, W, dhe, int(inj0), dh, act)
         return da
     if path == "cooperative" and dev.launch_coop(
-            k.coop_backward, H, (da, hs, W, dhe, int(inj0), dh, dev.act)):
+            k.coop_backward, H, (da, hs, W, dhe, int(inj0), dh, act)):
         return da
     grid = dev.blocks(B * H)
     for t in range(n - 1, -1, -1):
-        k.step_backward[grid, dev.NT](da, hs, W, dhe, int(inj0), dh, t, dev.act)
+        k.step_backward[grid, dev.NT](da, hs, W, dhe, int(inj0), dh, t, act)
     dev.gemm(da[0], W, dh)                       # the delta leaving the first step
     return da
 
