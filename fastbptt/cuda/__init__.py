@@ -78,8 +78,9 @@ def _host_copy(cuda, a):
     return d.copy_to_host()
 
 
-def loss_and_grad(params, inputs, targets, h0=None, *, activation="tanh", loss="cross_entropy",
-                  reduction="sum", mask=None, batch_first=False, truncate=None, checkpoint=None):
+def loss_and_grad(params, inputs, targets, h0=None, *, cell="rnn", activation="tanh",
+                  loss="cross_entropy", reduction="sum", mask=None, batch_first=False,
+                  truncate=None, checkpoint=None):
     """:func:`fastbptt.loss_and_grad` with ``backend="cuda"`` (same arguments and results).
 
     Host (NumPy) arguments are copied to the device and the gradients and ``h_last`` come
@@ -97,7 +98,8 @@ def loss_and_grad(params, inputs, targets, h0=None, *, activation="tanh", loss="
 
     hp = params
     if hasattr(params, "keys") and hasattr(params, "__getitem__"):
-        hp = {k: (sub(k, params[k]) if k in V.PARAM_KEYS + ("E",) else params[k]) for k in params.keys()}
+        hp = {k: (sub(k, params[k]) if k in V.PARAM_KEYS + ("E", "bn") else params[k])
+              for k in params.keys()}
     h_inputs = sub("inputs", inputs, swap=bool(batch_first))
     h_targets = targets
     if targets is not None and is_device_array(targets):
@@ -108,10 +110,13 @@ def loss_and_grad(params, inputs, targets, h0=None, *, activation="tanh", loss="
         else:
             h_targets = sub("targets", targets, swap=bool(batch_first) and len(targets.shape) == (2 if is_int else 3))
     h_mask = _host_copy(cuda, mask) if (mask is not None and is_device_array(mask)) else mask
-    h_h0 = sub("h0", h0)
+    if isinstance(h0, tuple) and len(h0) == 2:         # the LSTM's (h0, c0)
+        h_h0 = (sub("h0", h0[0]), sub("c0", h0[1]))
+    else:
+        h_h0 = sub("h0", h0)
     ondev = bool(dev) or h_targets is not targets or h_mask is not mask   # any device argument
     p = V.validate_loss_and_grad(hp, h_inputs, h_targets, h_h0, activation, loss, reduction, h_mask,
-                                 batch_first, "cuda", truncate, checkpoint)
+                                 batch_first, "cuda", truncate, checkpoint, cell=cell)
 
     d = Device(p.dtype, p.act)
     swap = int(bool(batch_first))
@@ -133,16 +138,22 @@ def loss_and_grad(params, inputs, targets, h0=None, *, activation="tanh", loss="
             dev["y_rows"] = d.contiguous(a)
         else:                                          # [T, B, n_out] -> rows [T*B, n_out]
             dev["y_rows"] = d.contiguous(a, None, swap).reshape(p.T * p.B, p.n_out)
-    for k in V.PARAM_KEYS + ("E", "h0"):
+    for k in V.PARAM_KEYS + ("E", "bn", "h0", "c0"):
         if k in dev:
             dev[k] = d.contiguous(dev[k])
     from .. import engine
     from .ops import CudaOps
     ops = CudaOps(p, dev)
     lval, grads, h_last = engine.run(p, ops)
+    if p.cell.S == 2:                                  # state [B, 2H] -> h0, c0 and (h, c)
+        H = p.H
+        g0 = grads.pop("h0")
+        grads["h0"], grads["c0"] = d.contiguous(g0[:, :H]), d.contiguous(g0[:, H:])
+        h_last = (d.contiguous(h_last[:, :H]), d.contiguous(h_last[:, H:]))
     if not ondev:
         grads = {k: v.copy_to_host() for k, v in grads.items()}
-        h_last = h_last.copy_to_host()
+        h_last = (tuple(a.copy_to_host() for a in h_last) if isinstance(h_last, tuple)
+                  else h_last.copy_to_host())
     return lval, grads, h_last
 
 

@@ -139,13 +139,16 @@ def ptx_specs(dtype):
     return [
         ("onehot_proj", onehot_proj.py_func, (c2, l1, c1, c2)),
         ("gather_rows", gather_rows.py_func, (c2, l1, c2)),
+        ("gather_rows_strided", gather_rows.py_func, (f[:, :], l1, c2)),      # h columns of rows
         ("scatter_rows", scatter_rows.py_func, (c2, l1, c2)),
         ("scatter_add_rows", scatter_add_rows.py_func, (c2, l1, c2)),
         ("scatter_add_cols", scatter_add_cols.py_func, (c2, l1, c2)),
+        ("scatter_add_cols_strided", scatter_add_cols.py_func, (c2, l1, f[:, :])),   # a delta block
         ("capture", capture.py_func, (c2, c3, l1, l1)),
         ("fill", fill.py_func, (c1, f)),
         ("add_into", add_into.py_func, (c1, c1)),
         ("to_time_major2", to_time_major2.py_func, (nt.int32[:, :], nt.int64[:, ::1], i8)),
+        ("copy_cols", to_time_major2.py_func, (c2, f[:, :], i8)),                # into a column block
         ("to_time_major3", to_time_major3.py_func, (f[:, :, :], c3, i8)),
         ("id_range", id_range.py_func, (nt.int32[:, :], nt.int64[::1])),
     ]

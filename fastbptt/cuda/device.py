@@ -165,6 +165,11 @@ class Device:
         kern[self.blocks(n), self.NT](a, out, int(swap))
         return out
 
+    def copy_cols(self, dst, src):
+        """dst[...] = src for 2-D device arrays of one shape and any strides (a column block)."""
+        n = dst.shape[0] * dst.shape[1]
+        self.arr.to_time_major2[self.blocks(n), self.NT](src, dst, 0)
+
     def transpose(self, a):
         return self.contiguous(a, swap=1)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import rnn
 from .device import Device, nblocks
 
 
@@ -45,19 +44,28 @@ _get = dict.__getitem__
 class CudaOps(Device):
     """The operations :mod:`fastbptt.engine` schedules, on device arrays, for one problem.
 
+    Cell-agnostic: the cell's module (:mod:`.rnn`, :mod:`.lstm`, :mod:`.gru`) runs the time
+    loop; everything else reads the numbers the cell declares (:mod:`fastbptt.cells`).
+    Shapes, with G·H gate rows, state rows [n+1, B, K·H] and delta rows [n, B, D·H]:
+    ``proj -> pre [n, B, G·H]``, ``forward(pre, rows)``, ``backward(dhe, inj0, rows, dstate)
+    -> delta``, ``weight_grads(t0, t1, delta, rows_prev, g)``.
+
     Parameters
     ----------
     p : fastbptt._validate.Problem
         The validated problem (host arrays).
     dev : dict, optional
-        Device arrays replacing fields of ``p`` (``"U"``, ``"W"``, ``"b"``, ``"V"``, ``"c"``,
-        ``"E"``, ``"x"``, ``"ids"``, ``"h0"``, ``"tgt_ids"``, ``"y_rows"``): C-contiguous and
-        time-major like the fields they replace. The others are uploaded from ``p``.
+        Device arrays replacing fields of ``p`` (``"U"``, ``"W"``, ``"b"``, ``"bn"``, ``"V"``,
+        ``"c"``, ``"E"``, ``"x"``, ``"ids"``, ``"h0"``, ``"c0"``, ``"tgt_ids"``, ``"y_rows"``):
+        C-contiguous and time-major like the fields they replace. The others are uploaded.
     """
 
     def __init__(self, p, dev=None):
+        from . import gru, lstm, rnn
         super().__init__(p.dtype, p.act)
         self.p = p
+        self.cell = p.cell
+        self.loop = {"rnn": rnn, "lstm": lstm, "gru": gru}[p.cell.name]
         dev = dev or {}
 
         def get(name, host, dtype=None):
@@ -65,13 +73,14 @@ class CudaOps(Device):
                 return dev[name]
             return None if host is None else self.upload(host, dtype)
 
-        self.U, self.W, self.b = get("U", p.U), get("W", p.W), get("b", p.b)
+        self.U, self.W, self.b = get("U", p.U), get("W", p.W), get("b", p.b)  # [GH, n_in], [GH, H], [GH]
+        self.bn = get("bn", getattr(p, "bn", None))                           # [H] (gru)
         self.V, self.c, self.E = get("V", p.V), get("c", p.c), get("E", p.E)
         self.x = get("x", p.x)                                        # [T, B, n_in]
         ids = get("ids", p.ids, np.int64)                             # [T, B]
         self.ids = None if ids is None else ids.reshape(-1)           # [T*B]
-        self.h0 = get("h0", p.h0)                                     # [B, H]
-        self.WT = self.transpose(self.W)                              # [H, H]
+        self.h0 = self._state0(p, dev)                                # [B, S·H]: h0 (, c0)
+        self.WT = self.transpose(self.W) if p.cell.name == "rnn" else None   # [H, H]
         tgt = get("tgt_ids", p.tgt_ids, np.int64)
         self.tgt = None if tgt is None else tgt.reshape(-1)           # [T*B] class ids
         self.y_rows = get("y_rows", p.y_rows)                         # [R, n_out]
@@ -79,6 +88,19 @@ class CudaOps(Device):
         self.w = self.upload(p.weights).reshape(-1)                   # [T*B] loss weights
         self.loss_acc = self.cuda.device_array(1, dtype=np.float64)
         self._lossbuf = np.zeros(1, dtype=np.float64)
+
+    def _state0(self, p, dev):
+        """The initial state [B, S·H] on the device (h0, then c0 for the LSTM)."""
+        H = p.H
+        c0 = getattr(p, "c0", None)
+        if "h0" not in dev and "c0" not in dev:
+            return self.upload(p.h0 if c0 is None else np.concatenate([p.h0, c0], axis=1))
+        if c0 is None:
+            return dev["h0"]
+        s0 = self.empty((p.B, 2 * H))
+        for k, (name, host) in enumerate((("h0", p.h0), ("c0", c0))):
+            self.copy_cols(s0[:, k * H:(k + 1) * H], dev[name] if name in dev else self.upload(host))
+        return s0
 
     # x_t rows for steps [t0, t1): [n*B, n_in]; None for one-hot ids
     def _x_rows(self, t0, t1):
@@ -92,28 +114,44 @@ class CudaOps(Device):
             return out
         return None
 
+    def _h_rows(self, rows):
+        """2-D [n·B, H] view of the h columns of states [n, B, ·] (a copy if they are strided)."""
+        if not rows.is_c_contiguous():
+            rows = self.contiguous(rows)
+        n, B, KH = rows.shape
+        return rows.reshape(n * B, KH)[:, :self.p.H]
+
     def proj(self, t0, t1):
-        """xu [n, B, H] = x_t Uᵀ + b for steps [t0, t1): one product over all n*B rows."""
+        """pre [n, B, G·H] = x_t Uᵀ + b for steps [t0, t1): one product over all n*B rows."""
         p = self.p
-        xu = self.empty((t1 - t0, p.B, p.H))
-        xu2 = xu.reshape(-1, p.H)
+        GH = self.cell.G * p.H
+        pre = self.empty((t1 - t0, p.B, GH))
+        pre2 = pre.reshape(-1, GH)
         x2 = self._x_rows(t0, t1)
         if x2 is None:
             ids = self.ids[t0 * p.B:t1 * p.B]
-            self.arr.onehot_proj[nblocks(xu2.size, self.NT), self.NT](self.U, ids, self.b, xu2)
+            self.arr.onehot_proj[nblocks(pre2.size, self.NT), self.NT](self.U, ids, self.b, pre2)
         else:
-            self.gemm(x2, self.U, xu2, tb=1, bias=self.b)
-        return xu
+            self.gemm(x2, self.U, pre2, tb=1, bias=self.b)
+        return pre
 
-    def forward(self, xu, hs):
-        rnn.forward(self, xu, hs, self)
+    def forward(self, pre, rows):
+        """rows[1:] [n, B, K·H] from rows[0] and pre (the cell's time loop)."""
+        self.loop.forward(self, pre, rows, self)
+
+    def backward(self, dhe, inj0, rows, dstate, out=None):
+        """delta [n, B, D·H]; dstate [B, S·H] enters from later steps, leaves as ∂L/∂state_0."""
+        n = rows.shape[0] - 1
+        delta = out if out is not None else self.empty((n, self.p.B, self.cell.D * self.p.H))
+        return self.loop.backward(self, dhe, inj0, rows, dstate, delta, self)
 
     def head(self, hs_out, t0, t1, g):
         """Loss of steps [t0, t1) and ∂L/∂h_t through the output layer (as CpuOps.head)."""
         p = self.p
-        n, B, H = hs_out.shape
+        n, B = hs_out.shape[:2]
+        H = p.H
         R = n * B
-        h2 = hs_out.reshape(R, H)
+        h2 = self._h_rows(hs_out)                                  # [R, H]
         sel = rows_dev = None
         if not p.dense:
             rows = np.flatnonzero(p.weights[t0:t1].reshape(-1))
@@ -151,41 +189,51 @@ class CudaOps(Device):
         self.loss_acc.copy_to_host(self._lossbuf)
         return float(self._lossbuf[0]), dhe
 
-    def backward(self, dhe, inj0, hs, dh, out=None):
-        n = hs.shape[0] - 1
-        da = out if out is not None else self.empty((n,) + tuple(dh.shape))
-        return rnn.backward(self, dhe, inj0, hs, dh, da, self)
+    def weight_grads(self, t0, t1, delta, rows_prev, g):
+        """dW, db, dU (dbn, dE) from the deltas of steps [t0, t1) (as CpuOps.weight_grads).
 
-    def weight_grads(self, t0, t1, da, hs_prev, g):
-        """dW, db, dU (and dE) from the deltas of steps [t0, t1) (as CpuOps.weight_grads)."""
-        p = self.p
+        delta [n, B, D·H]; rows_prev [n, B, ·]: the states h_{t-1} in their first H columns."""
+        p, cell = self.p, self.cell
         H = p.H
-        da2 = da.reshape(-1, H)
-        R = da2.shape[0]
-        self.gemm(da2, hs_prev.reshape(-1, H), _get(g, "W"), ta=1, beta=1.0)
-        self.colsum(da2, _get(g, "b"))
+        GH = cell.G * H
+        d2 = delta.reshape(-1, cell.D * H)                         # [R, D·H]
+        R = d2.shape[0]
+        self.gemm(d2[:, :GH], self._h_rows(rows_prev), _get(g, "W"), ta=1, beta=1.0)
+        # (delta column, U row, width) blocks of the input-side deltas, in units of H
+        xblocks = getattr(cell, "xblocks", ((0, 0, cell.G),))
+        bn_col = getattr(cell, "bn_col", -1)
+        if bn_col >= 0:
+            self.colsum(d2[:, bn_col * H:(bn_col + 1) * H], _get(g, "bn"))
         x2 = self._x_rows(t0, t1)
-        if x2 is None:                                  # one-hot: dU[:, id] += da, repeated ids add
-            ids = self.ids[t0 * p.B:t1 * p.B]
-            self.rows(self.arr.scatter_add_cols, _get(g, "U"), ids, da2, da2.size)
-        else:
-            self.gemm(da2, x2, _get(g, "U"), ta=1, beta=1.0)
-        if self.E is not None:                          # dE[id] += da @ U, repeated ids add
-            ids = self.ids[t0 * p.B:t1 * p.B]
-            dx = self.empty((R, p.n_in))
-            self.gemm(da2, self.U, dx)
+        ids = None if self.ids is None else self.ids[t0 * p.B:t1 * p.B]
+        dx = None if self.E is None else self.empty((R, p.n_in))
+        for i, (col, urow, width) in enumerate(xblocks):    # input-side deltas, by block
+            dblk = d2[:, col * H:(col + width) * H]                # [R, width·H]
+            u0, u1 = urow * H, (urow + width) * H
+            self.colsum(dblk, _get(g, "b")[u0:u1])
+            if x2 is None:                       # one-hot: dU[:, id] += delta, repeated ids add
+                self.rows(self.arr.scatter_add_cols, _get(g, "U")[u0:u1], ids, dblk, dblk.size)
+            else:
+                self.gemm(dblk, x2, _get(g, "U")[u0:u1], ta=1, beta=1.0)
+            if dx is not None:                   # dE[id] += delta U, repeated ids add
+                self.gemm(dblk, self.U[u0:u1], dx, beta=float(i > 0))
+        if dx is not None:
             self.rows(self.arr.scatter_add_rows, _get(g, "E"), ids, dx, dx.size)
 
     def capture(self, h_last, hs, t_first, sel):
-        """h_last[b] = state after step last[b] for the sequences ``sel`` ending in hs."""
+        """h_last[b] = state after step last[b] for the sequences ``sel`` ending in hs.
+
+        h_last [B, S·H], hs [n+1, B, K·H] state rows."""
         steps = self.p.last[sel] - t_first + 1
-        self.arr.capture[nblocks(len(sel) * self.p.H, self.NT), self.NT](
+        self.arr.capture[nblocks(len(sel) * h_last.shape[1], self.NT), self.NT](
             h_last, hs, self.upload(steps, np.int64), self.upload(sel, np.int64))
 
     def new_grads(self):
         p = self.p
         shapes = {"U": p.U.shape, "W": p.W.shape, "b": p.b.shape, "V": p.V.shape, "c": p.c.shape,
-                  "h0": (p.B, p.H)}
+                  "h0": (p.B, self.cell.S * p.H)}                  # [B, S·H]: h0 (, c0)
+        if self.bn is not None:
+            shapes["bn"] = (p.H,)
         if p.E is not None:
             shapes["E"] = p.E.shape
         return _Grads(self, {k: self.zeros(s) for k, s in shapes.items()})

@@ -100,4 +100,5 @@ def ptx_specs(dtype):
     k = build(dtype, 16)
     return [("gemm", k.gemm.py_func, (f[:, ::1], f[:, ::1], f[:, ::1], i8, i8, nt.float64, f[::1], i8)),
             ("gemm_strided", k.gemm.py_func, (f[:, :], f[:, :], f[:, :], i8, i8, nt.float64, f[::1], i8)),
-            ("colsum_add", k.colsum_add.py_func, (f[:, ::1], f[::1]))]
+            ("colsum_add", k.colsum_add.py_func, (f[:, ::1], f[::1])),
+            ("colsum_add_strided", k.colsum_add.py_func, (f[:, :], f[::1]))]
