@@ -5,8 +5,10 @@ Where things are:
 
 * this module: the public entry points (validation, device-array handling, dispatch);
 * :mod:`.ops`: :class:`CudaOps`, the operations :mod:`fastbptt.engine` schedules;
+* :mod:`.layer`: one layer of any cell on explicit state (the layer API);
 * :mod:`.device`: finding numba-cuda and a GPU, :class:`~.device.Device` (launchers, buffers);
-* one module per cell with its pointwise and time-loop kernels: :mod:`.rnn`;
+* one module per cell with its pointwise and time-loop kernels: :mod:`.rnn`, :mod:`.lstm`,
+  :mod:`.gru`;
 * shared kernels: :mod:`.products` (tiled products, column sums), :mod:`.heads` (softmax,
   cross-entropy, MSE), :mod:`.arrays` (rows, ids, layouts), :mod:`.activations` (the
   pointwise math, once);
@@ -35,9 +37,10 @@ import numpy as np
 from .. import _validate as V
 from . import config
 from .device import Device, as_device, available, cuda_module, is_device_array, stand_in
+from .layer import layer_backward, layer_forward
 
-__all__ = ["CudaOps", "available", "loss_and_grad", "rnn_forward", "rnn_backward", "benchmark",
-           "is_device_array", "config"]
+__all__ = ["CudaOps", "available", "loss_and_grad", "layer_forward", "layer_backward",
+           "rnn_forward", "rnn_backward", "benchmark", "is_device_array", "config"]
 
 
 # every module with kernels, for the PTX tests (a new cell's module is added here)
@@ -170,106 +173,20 @@ def rnn_forward(x, h0, U, W, b, *, activation="tanh", batch_first=False):
         The device arrays ``(x [T, B, n_in], hs [T+1, B, H], U, W)`` that
         :func:`fastbptt.rnn_forward` keeps in its ``RNNCache`` for :func:`rnn_backward`.
     """
-    from . import rnn
-    cuda = cuda_module()
-    V.check_choice("activation", activation, tuple(V.ACTIVATIONS))
-    ondev = any(a is not None and is_device_array(a) for a in (x, h0, U, W, b))
-
-    def host_view(name, a, swap=False):
-        if is_device_array(a):
-            return stand_in(as_device(cuda, a), swap)
-        return V.as_array(name, a)
-
-    Uh, Wh, bh = host_view("U", U), host_view("W", W), host_view("b", b)
-    n_in, H, dtype = V.check_weights(Uh, Wh, bh)
-    xh = host_view("x", x)
-    if xh.ndim != 3:
-        raise ValueError(f"x must be 3-D [{'B, T' if batch_first else 'T, B'}, n_in]; got shape {xh.shape}")
-    if xh.dtype != dtype:
-        raise TypeError(f"x has dtype {xh.dtype} but the weights have {dtype}; "
-                        "cast explicitly, fastbptt does not mix precisions")
-    T, B = (xh.shape[1], xh.shape[0]) if batch_first else xh.shape[:2]
-    if xh.shape[2] != n_in:
-        raise ValueError(f"x must have n_in = {n_in} features (columns of U); got shape {xh.shape}")
-    if T == 0 or B == 0:
-        raise ValueError(f"x must have T > 0 and B > 0; got shape {xh.shape}")
-    if h0 is not None:
-        h0h = host_view("h0", h0)
-        if h0h.dtype != dtype:
-            raise TypeError(f"h0 has dtype {h0h.dtype} but the weights have {dtype}")
-        if h0h.shape != (B, H):
-            raise ValueError(f"h0 must be [B, H] = [{B}, {H}]; got shape {h0h.shape}")
-
-    d = Device(dtype, V.ACTIVATIONS[activation])
-
-    def to_dev(a, swap=0):
-        if is_device_array(a):
-            return d.contiguous(as_device(cuda, a), None, swap)
-        a = np.asarray(a)
-        return d.upload(a.transpose(1, 0, 2) if swap else a)
-
-    xd = to_dev(x, int(bool(batch_first)))                  # [T, B, n_in]
-    Ud, Wd, bd = to_dev(U), to_dev(W), to_dev(b)
-    hs = d.empty((T + 1, B, H))                             # [T+1, B, H], h0 in slot 0
-    if h0 is None:
-        d.arr.fill[d.blocks(B * H), d.NT](hs[0].reshape(-1), 0)
-    else:
-        d.copy_into(hs[0], to_dev(h0))
-    xu = d.empty((T, B, H))
-    d.gemm(xd.reshape(T * B, n_in), Ud, xu.reshape(T * B, H), tb=1, bias=bd)
-    rnn.forward(d, xu, hs, SimpleNamespace(WT=d.transpose(Wd), act=d.act))
-    parts = (xd, hs, Ud, Wd)
-    if ondev:
-        out = hs[1:]
-        if batch_first:
-            out = d.contiguous(out, None, 1)
-        return out, parts
-    out = hs.copy_to_host()[1:]
-    if batch_first:
-        out = out.transpose(1, 0, 2)
-    out.flags.writeable = False
-    return out, parts
+    hs, f = layer_forward("rnn", x, h0, None, U, W, b, activation=activation,
+                          batch_first=batch_first)
+    return hs, (f["x"], f["rows"], f["U"], f["W"])
 
 
-def rnn_backward(dhs, cache):
+def rnn_backward(dhs, cache, dh_last=None):
     """:func:`fastbptt.rnn_backward` for a cache from ``rnn_forward(..., backend="cuda")``.
 
     Results are device arrays when ``dhs`` is one, NumPy arrays otherwise.
     """
-    from . import rnn
-    cuda = cuda_module()
-    hs, xd, Ud, Wd = cache.hs, cache.x, cache.U, cache.W
-    T, B, H = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
-    n_in = xd.shape[2]
-    dtype = np.dtype(hs.dtype)
-    ondev = is_device_array(dhs)
-    dh_h = stand_in(as_device(cuda, dhs), False) if ondev else V.as_array("dhs", dhs)
-    if dh_h.dtype != dtype:
-        raise TypeError(f"dhs has dtype {dh_h.dtype} but the layer runs in {dtype}")
-    want = (B, T, H) if cache.batch_first else (T, B, H)
-    if dh_h.shape != want:
-        raise ValueError(f"dhs must be {list(want)}, the shape of hs; got shape {dh_h.shape}")
-    d = Device(dtype, cache.act)
-    swap = int(bool(cache.batch_first))
-    if ondev:
-        dhd = d.contiguous(as_device(cuda, dhs), None, swap)
-    else:
-        dhd = d.upload(dh_h.transpose(1, 0, 2) if swap else dh_h)
-    dh0 = d.zeros((B, H))
-    da = rnn.backward(d, dhd, 0, hs, dh0, d.empty((T, B, H)), SimpleNamespace(W=Wd, act=d.act))
-    da2 = da.reshape(T * B, H)
-    dx = d.empty((T, B, n_in))
-    d.gemm(da2, Ud, dx.reshape(T * B, n_in))
-    dU, dW, db = d.empty((H, n_in)), d.empty((H, H)), d.zeros(H)
-    d.gemm(da2, xd.reshape(T * B, n_in), dU, ta=1)
-    d.gemm(da2, hs[:-1].reshape(T * B, H), dW, ta=1)
-    d.colsum(da2, db)
-    if swap:
-        dx = d.contiguous(dx, None, 1)
-    out = (dx, dh0, dU, dW, db)
-    if not ondev:
-        out = tuple(a.copy_to_host() for a in out)
-    return out
+    from ..cells import CELLS
+    c = SimpleNamespace(cell=CELLS["rnn"], x=cache.x, rows=cache.hs, U=cache.U, W=cache.W,
+                        bn=None, act=cache.act, batch_first=cache.batch_first)
+    return layer_backward(dhs, c, dh_last)[:5]
 
 
 # --------------------------------------------------------------------------- benchmark hook

@@ -148,7 +148,9 @@ def ptx_specs(dtype):
         ("fill", fill.py_func, (c1, f)),
         ("add_into", add_into.py_func, (c1, c1)),
         ("to_time_major2", to_time_major2.py_func, (nt.int32[:, :], nt.int64[:, ::1], i8)),
-        ("copy_cols", to_time_major2.py_func, (c2, f[:, :], i8)),                # into a column block
+        ("copy_into_cols", to_time_major2.py_func, (c2, f[:, :], i8)),   # into a column block
+        ("copy_from_cols", to_time_major2.py_func, (f[:, :], c2, i8)),   # out of a column block
+        ("copy_cols", to_time_major2.py_func, (f[:, :], f[:, :], i8)),
         ("to_time_major3", to_time_major3.py_func, (f[:, :, :], c3, i8)),
         ("id_range", id_range.py_func, (nt.int32[:, :], nt.int64[::1])),
     ]

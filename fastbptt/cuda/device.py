@@ -132,9 +132,14 @@ class Device:
         return self.cuda.to_device(np.ascontiguousarray(a, dtype=dtype))
 
     def copy_into(self, dst, src):
-        """dst[...] = src for C-contiguous device arrays of one shape; they may overlap."""
+        """dst[...] = src for device arrays of one shape: C-contiguous ones may overlap; 2-D and
+        3-D views with other strides (the state columns of state rows) may not."""
         nbytes = dst.size * dst.dtype.itemsize
         if nbytes == 0:
+            return
+        if not (dst.is_c_contiguous() and src.is_c_contiguous()):
+            kern = self.arr.to_time_major2 if dst.ndim == 2 else self.arr.to_time_major3
+            kern[self.blocks(dst.size), self.NT](src, dst, 0)
             return
         d0, s0 = _addr(dst), _addr(src)
         if d0 < s0 + nbytes and s0 < d0 + nbytes and d0 != s0:
@@ -164,11 +169,6 @@ class Device:
         kern = self.arr.to_time_major2 if a.ndim == 2 else self.arr.to_time_major3
         kern[self.blocks(n), self.NT](a, out, int(swap))
         return out
-
-    def copy_cols(self, dst, src):
-        """dst[...] = src for 2-D device arrays of one shape and any strides (a column block)."""
-        n = dst.shape[0] * dst.shape[1]
-        self.arr.to_time_major2[self.blocks(n), self.NT](src, dst, 0)
 
     def transpose(self, a):
         return self.contiguous(a, swap=1)

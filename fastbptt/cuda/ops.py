@@ -41,6 +41,34 @@ class _Grads(dict):
 _get = dict.__getitem__
 
 
+def cell_weight_grads(dev, cell, d2, h_prev, x2, ids, U, g, dx=None):
+    """Accumulate a cell's weight gradients from the delta rows of a run of steps.
+
+    d2 [R, D·H] delta rows, h_prev [R, H] the states they follow (any row stride), x2 [R, n_in]
+    the inputs (None: one-hot ``ids`` [R] select columns of U), U [G·H, n_in]; g: device
+    arrays ``W``, ``b``, ``U`` (and ``bn``) that are added to; dx [R, n_in], when given, is
+    overwritten with the input-side deltas times U (∂L/∂x).
+    """
+    H = h_prev.shape[1]
+    GH = cell.G * H
+    dev.gemm(d2[:, :GH], h_prev, g["W"], ta=1, beta=1.0)           # recurrent side: dW
+    # (delta column, U row, width) blocks of the input-side deltas, in units of H
+    xblocks = getattr(cell, "xblocks", ((0, 0, 2), (3, 2, 1)) if cell.split else ((0, 0, cell.G),))
+    bn_col = getattr(cell, "bn_col", 2 if cell.split else -1)
+    if bn_col >= 0:
+        dev.colsum(d2[:, bn_col * H:(bn_col + 1) * H], g["bn"])
+    for i, (col, urow, width) in enumerate(xblocks):
+        dblk = d2[:, col * H:(col + width) * H]                    # [R, width·H]
+        u0, u1 = urow * H, (urow + width) * H
+        dev.colsum(dblk, g["b"][u0:u1])
+        if x2 is None:                           # one-hot: dU[:, id] += delta, repeated ids add
+            dev.rows(dev.arr.scatter_add_cols, g["U"][u0:u1], ids, dblk, dblk.size)
+        else:
+            dev.gemm(dblk, x2, g["U"][u0:u1], ta=1, beta=1.0)
+        if dx is not None:
+            dev.gemm(dblk, U[u0:u1], dx, beta=float(i > 0))
+
+
 class CudaOps(Device):
     """The operations :mod:`fastbptt.engine` schedules, on device arrays, for one problem.
 
@@ -79,7 +107,9 @@ class CudaOps(Device):
         self.x = get("x", p.x)                                        # [T, B, n_in]
         ids = get("ids", p.ids, np.int64)                             # [T, B]
         self.ids = None if ids is None else ids.reshape(-1)           # [T*B]
-        self.h0 = self._state0(p, dev)                                # [B, S·H]: h0 (, c0)
+        self.state0 = self.h0 = self._state0(p, dev)                  # [B, S·H]: h0 (, c0)
+        self.state_width = p.cell.S * p.H                             # S·H
+        self.row_width = p.cell.K * p.H                               # K·H
         self.WT = self.transpose(self.W) if p.cell.name == "rnn" else None   # [H, H]
         tgt = get("tgt_ids", p.tgt_ids, np.int64)
         self.tgt = None if tgt is None else tgt.reshape(-1)           # [T*B] class ids
@@ -99,7 +129,7 @@ class CudaOps(Device):
             return dev["h0"]
         s0 = self.empty((p.B, 2 * H))
         for k, (name, host) in enumerate((("h0", p.h0), ("c0", c0))):
-            self.copy_cols(s0[:, k * H:(k + 1) * H], dev[name] if name in dev else self.upload(host))
+            self.copy_into(s0[:, k * H:(k + 1) * H], dev[name] if name in dev else self.upload(host))
         return s0
 
     # x_t rows for steps [t0, t1): [n*B, n_in]; None for one-hot ids
@@ -193,31 +223,13 @@ class CudaOps(Device):
         """dW, db, dU (dbn, dE) from the deltas of steps [t0, t1) (as CpuOps.weight_grads).
 
         delta [n, B, D·H]; rows_prev [n, B, ·]: the states h_{t-1} in their first H columns."""
-        p, cell = self.p, self.cell
-        H = p.H
-        GH = cell.G * H
-        d2 = delta.reshape(-1, cell.D * H)                         # [R, D·H]
-        R = d2.shape[0]
-        self.gemm(d2[:, :GH], self._h_rows(rows_prev), _get(g, "W"), ta=1, beta=1.0)
-        # (delta column, U row, width) blocks of the input-side deltas, in units of H
-        xblocks = getattr(cell, "xblocks", ((0, 0, cell.G),))
-        bn_col = getattr(cell, "bn_col", -1)
-        if bn_col >= 0:
-            self.colsum(d2[:, bn_col * H:(bn_col + 1) * H], _get(g, "bn"))
+        p = self.p
         x2 = self._x_rows(t0, t1)
         ids = None if self.ids is None else self.ids[t0 * p.B:t1 * p.B]
-        dx = None if self.E is None else self.empty((R, p.n_in))
-        for i, (col, urow, width) in enumerate(xblocks):    # input-side deltas, by block
-            dblk = d2[:, col * H:(col + width) * H]                # [R, width·H]
-            u0, u1 = urow * H, (urow + width) * H
-            self.colsum(dblk, _get(g, "b")[u0:u1])
-            if x2 is None:                       # one-hot: dU[:, id] += delta, repeated ids add
-                self.rows(self.arr.scatter_add_cols, _get(g, "U")[u0:u1], ids, dblk, dblk.size)
-            else:
-                self.gemm(dblk, x2, _get(g, "U")[u0:u1], ta=1, beta=1.0)
-            if dx is not None:                   # dE[id] += delta U, repeated ids add
-                self.gemm(dblk, self.U[u0:u1], dx, beta=float(i > 0))
-        if dx is not None:
+        dx = None if self.E is None else self.empty((delta.shape[0] * p.B, p.n_in))
+        cell_weight_grads(self, self.cell, delta.reshape(-1, self.cell.D * p.H),
+                          self._h_rows(rows_prev), x2, ids, self.U, {k: _get(g, k) for k in g}, dx)
+        if dx is not None:                       # dE[id] += delta U, repeated ids add
             self.rows(self.arr.scatter_add_rows, _get(g, "E"), ids, dx, dx.size)
 
     def capture(self, h_last, hs, t_first, sel):

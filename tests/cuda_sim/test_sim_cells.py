@@ -192,3 +192,101 @@ def test_cell_backward_without_injection(cell, monkeypatch):
     delta, ds0 = bwd(p.dhe, n, rows, p.W, p.ds_in)
     np.testing.assert_allclose(out.copy_to_host(), delta, **CUDA64)
     np.testing.assert_allclose(ddstate.copy_to_host(), ds0, **CUDA64)
+
+
+# --------------------------------------------------------------------------- the layer API
+def _layer_oracle(cell, x, state0, U, W, b, bn, dhs, dlast):
+    """hs, last state and every gradient from the cells' NumPy step functions (the oracle)."""
+    from fastbptt.cells import CELLS
+    ref = CELLS[cell].ref
+    S = CELLS[cell].S
+    H = W.shape[1]
+    extra = {"bn": bn} if bn is not None else {}
+    states, caches = [tuple(np.split(state0, S, axis=1))], []
+    for t in range(x.shape[0]):
+        st, ca = ref.forward(x[t] @ U.T + b, states[-1], W, extra, "tanh")
+        states.append(st)
+        caches.append(ca)
+    ds = tuple(np.split(dlast, S, axis=1))
+    dx, dU, dW = np.zeros_like(x), np.zeros_like(U), np.zeros_like(W)
+    dpx_all, dph_all = [], []
+    for t in range(x.shape[0] - 1, -1, -1):
+        ds = (ds[0] + dhs[t],) + ds[1:]
+        dpx, dph, ds = ref.backward(ds, caches[t], states[t], W, extra, "tanh")
+        dx[t] = dpx @ U
+        dU += dpx.T @ x[t]
+        dW += dph.T @ states[t][0]
+        dpx_all.append(dpx)
+        dph_all.append(dph)
+    bg = ref.bias_grads(np.concatenate(dpx_all), np.concatenate(dph_all))
+    hs = np.stack([s[0] for s in states[1:]])
+    return hs, np.concatenate(states[-1], axis=1), (dx, np.concatenate(ds, axis=1), dU, dW,
+                                                    bg["b"], bg.get("bn"))
+
+
+LAYER_CASES = [("rnn", "per-step", False, False), ("lstm", "per-step", True, False),
+               ("lstm", "persistent", False, True), ("gru", "per-step", False, True),
+               ("gru", "persistent", True, False)]
+
+
+@pytest.mark.parametrize("cell,path,batch_first,device", LAYER_CASES)
+def test_layer_forward_backward_match_oracle(cell, path, batch_first, device, monkeypatch):
+    """layer_forward/layer_backward (the layer API's CUDA half) against the cells' NumPy steps,
+    with initial states, gradients on the final state, batch-first and device arrays."""
+    from fastbptt.cells import CELLS
+    from fastbptt.cuda import layer_backward, layer_forward
+    monkeypatch.setattr(config, "RECURRENT", path)
+    cl = CELLS[cell]
+    rng = np.random.default_rng(4)
+    T, B, n_in, H = 4, 2, 3, 5
+    x = rng.standard_normal((T, B, n_in))
+    U = rng.standard_normal((cl.G * H, n_in)) / np.sqrt(n_in)
+    W = rng.standard_normal((cl.G * H, H)) / np.sqrt(H)
+    b = rng.standard_normal(cl.G * H)
+    bn = rng.standard_normal(H) if cell == "gru" else None
+    state0 = rng.standard_normal((B, cl.S * H))
+    dhs = rng.standard_normal((T, B, H))
+    dlast = rng.standard_normal((B, cl.S * H))
+    hs_ref, last_ref, grads_ref = _layer_oracle(cell, x, state0, U, W, b, bn, dhs, dlast)
+
+    def arg(a):
+        if a is None:
+            return None
+        a = np.ascontiguousarray(a.transpose(1, 0, 2)) if (batch_first and a.ndim == 3) else a
+        return cuda.to_device(a) if device else a
+
+    h0, c0 = state0[:, :H], (state0[:, H:] if cl.S == 2 else None)
+    hs, f = layer_forward(cell, arg(x), arg(np.ascontiguousarray(h0)),
+                          arg(None if c0 is None else np.ascontiguousarray(c0)),
+                          arg(U), arg(W), arg(b), arg(bn), batch_first=batch_first)
+    host = (lambda a: a.copy_to_host()) if device else np.asarray
+    got_hs = host(hs)
+    np.testing.assert_allclose(got_hs.transpose(1, 0, 2) if batch_first else got_hs, hs_ref,
+                               err_msg="hs", **CUDA64)
+    np.testing.assert_allclose(host(f["h_last"]), last_ref[:, :H], **CUDA64)
+    if cl.S == 2:
+        np.testing.assert_allclose(host(f["c_last"]), last_ref[:, H:], **CUDA64)
+    cache = SimpleNamespace(cell=cl, batch_first=batch_first, **f)
+    out = layer_backward(arg(dhs), cache, arg(np.ascontiguousarray(dlast[:, :H])),
+                         arg(np.ascontiguousarray(dlast[:, H:])) if cl.S == 2 else None)
+    for name, g, r in zip(("dx", "dstate0", "dU", "dW", "db", "dbn"), out, grads_ref):
+        if r is None:
+            assert g is None, name
+            continue
+        g = host(g)
+        if name == "dx" and batch_first:
+            g = g.transpose(1, 0, 2)
+        np.testing.assert_allclose(g, r, err_msg=name, **CUDA64)
+
+
+def test_layer_rejects_bad_state_arguments():
+    from fastbptt.cuda import layer_forward
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 2, 4))
+    U, W, b, bn = (rng.standard_normal(s) for s in ((15, 4), (15, 5), (15,), (5,)))
+    with pytest.raises(TypeError, match="c0 applies to the LSTM only"):
+        layer_forward("gru", x, None, np.zeros((2, 5)), U, W, b, bn)
+    with pytest.raises(ValueError, match=r"h0 must be \[B, H\] = \[2, 5\]"):
+        layer_forward("gru", x, np.zeros((2, 4)), None, U, W, b, bn)
+    with pytest.raises(ValueError, match="cell='lstm'"):
+        layer_forward("lstm", x, None, None, U, W, b)
