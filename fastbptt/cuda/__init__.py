@@ -191,11 +191,12 @@ def rnn_backward(dhs, cache, dh_last=None):
 
 # --------------------------------------------------------------------------- benchmark hook
 def benchmark(T, B, H, *, n_in=None, n_out=None, dtype=np.float32, repeats=5,
-              warmup=1, recurrent="auto", seed=0):
+              warmup=1, recurrent="auto", seed=0, cell="rnn"):
     """Time one ``loss_and_grad(backend="cuda")`` with every array already on the device.
 
     For ``fastbptt bench --backend cuda``. Inputs are one-hot ids over ``n_in`` (default H)
-    with class-id targets over ``n_out`` (default n_in), cross-entropy, sum reduction, tanh — the char-LM case.
+    with class-id targets over ``n_out`` (default n_in), cross-entropy, sum reduction, tanh — the char-LM case —
+    through ``cell`` ("rnn", "lstm" or "gru").
     The first ``warmup`` calls (kernel compilation) are not timed; each timed call ends with
     a device synchronisation.
 
@@ -210,7 +211,9 @@ def benchmark(T, B, H, *, n_in=None, n_out=None, dtype=np.float32, repeats=5,
     n_in = n_in or H
     n_out = n_out or n_in
     rng = np.random.default_rng(seed)
-    shapes = dict(U=(H, n_in), W=(H, H), b=(H,), V=(n_out, H), c=(n_out,))
+    from .. import cells
+    cl = cells.get(cell)
+    shapes = dict(cl.shapes(n_in, H), V=(n_out, H), c=(n_out,))
     # weights scaled by 1/√fan_in keep tanh out of saturation; the values do not change the time
     dparams = {k: cuda.to_device((rng.standard_normal(s) / np.sqrt(s[-1])).astype(dtype))
                for k, s in shapes.items()}
@@ -219,12 +222,14 @@ def benchmark(T, B, H, *, n_in=None, n_out=None, dtype=np.float32, repeats=5,
     old = config.RECURRENT
     config.RECURRENT = recurrent
     try:
-        path = Device(dtype, 0).recurrent_path(B, H)
+        path = Device(dtype, 0).recurrent_path(B, H, cl.G * H * H)
+        if cl.name != "rnn" and path == "cooperative":
+            path = "per-step"                            # the gated cells have no cooperative kernels
         times = []
         for i in range(warmup + repeats):
             cuda.synchronize()
             t0 = time.perf_counter()
-            loss_and_grad(dparams, ids, tgt)
+            loss_and_grad(dparams, ids, tgt, cell=cl.name)
             cuda.synchronize()
             if i >= warmup:
                 times.append(time.perf_counter() - t0)
@@ -236,5 +241,5 @@ def benchmark(T, B, H, *, n_in=None, n_out=None, dtype=np.float32, repeats=5,
     except Exception:  # the simulator's device has no name
         name = "CUDA simulator" if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" else "unknown"
     return dict(seconds=float(np.median(times)), all=times, path=path, device=name,
-                T=T, B=B, H=H, n_in=n_in, n_out=n_out, dtype=str(np.dtype(dtype)))
+                T=T, B=B, H=H, n_in=n_in, n_out=n_out, dtype=str(np.dtype(dtype)), cell=cl.name)
 
