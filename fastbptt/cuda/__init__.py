@@ -8,7 +8,7 @@ Where things are:
 * :mod:`.layer`: one layer of any cell on explicit state (the layer API);
 * :mod:`.device`: finding numba-cuda and a GPU, :class:`~.device.Device` (launchers, buffers);
 * one module per cell with its pointwise and time-loop kernels: :mod:`.rnn`, :mod:`.lstm`,
-  :mod:`.gru`;
+  :mod:`.gru` (:mod:`.gated`: the backward time loop the gated cells share);
 * shared kernels: :mod:`.products` (tiled products, column sums), :mod:`.heads` (softmax,
   cross-entropy, MSE), :mod:`.arrays` (rows, ids, layouts), :mod:`.activations` (the
   pointwise math, once);

@@ -10,7 +10,8 @@
 
 The pointwise math of one unit is written once (:func:`build`'s ``cell_forward`` and
 ``cell_backward``) and used by the per-step kernels (after a tiled product) and by the
-persistent kernels (W in shared memory, the whole time loop in one block).
+persistent kernels (W in shared memory, the whole time loop in one block); the backward
+kernels around ``unit_backward`` come from :mod:`.gated`.
 """
 from __future__ import annotations
 
@@ -20,8 +21,7 @@ from types import SimpleNamespace
 import numpy as np
 from numba import cuda, float32, float64
 
-from . import activations
-from . import config
+from . import activations, config, gated
 
 G, S, K, D, SPLIT = 4, 2, 6, 4, False       # gates, state arity, row and delta widths (× H)
 
@@ -97,17 +97,6 @@ def build(dtype):  # noqa: C901 - one closure per kernel
             unit_forward(rows, t, b, j, H, pre[t, b, j], pre[t, b, H + j],
                          pre[t, b, 2 * H + j], pre[t, b, 3 * H + j])
 
-    @cuda.jit
-    def backward_pointwise(delta, rows, dstate, dhe, inj0, t):
-        """delta[t] from dstate (+ dhe[t - inj0] when t >= inj0), rows[t+1] and rows[t].
-
-        delta [n, B, 4H], rows [n+1, B, 6H], dstate [B, 2H], dhe [m, B, H]."""
-        B, H = rows.shape[1], delta.shape[2] // 4
-        e = cuda.grid(1)
-        if e < B * H:
-            b = e // H
-            unit_backward(delta, rows, dstate, dhe, inj0, t, b, e - b * H, H)
-
     # ----------------------------------------------------------------- persistent (one block)
     @cuda.jit
     def persistent_forward(pre, rows, W):
@@ -143,41 +132,12 @@ def build(dtype):  # noqa: C901 - one closure per kernel
                 unit_forward(rows, t, b, j, H, zi, zf, zg, zo)
             cuda.syncthreads()
 
-    @cuda.jit
-    def persistent_backward(delta, rows, W, dhe, inj0, dstate):
-        """The whole backward time loop in one block, W [4H, H] in dynamic shared memory.
-
-        Per step: the pointwise backward of every unit, then dstate[:, :H] += delta[t] W."""
-        sW = cuda.shared.array(0, DT)               # sW[r * H + j] = W[r, j]
-        n, B = delta.shape[0], rows.shape[1]
-        GH = delta.shape[2]
-        H = GH // 4
-        tid = cuda.threadIdx.x
-        nt = cuda.blockDim.x
-        for e in range(tid, GH * H, nt):
-            r = e // H
-            sW[e] = W[r, e - r * H]
-        cuda.syncthreads()
-        for s in range(n):
-            t = n - 1 - s
-            for e in range(tid, B * H, nt):
-                b = e // H
-                unit_backward(delta, rows, dstate, dhe, inj0, t, b, e - b * H, H)
-            cuda.syncthreads()
-            for e in range(tid, B * H, nt):
-                b = e // H
-                j = e - b * H
-                acc = dstate[b, j]
-                for r in range(GH):
-                    acc += delta[t, b, r] * sW[r * H + j]
-                dstate[b, j] = acc
-            cuda.syncthreads()
-
+    loop = gated.build_backward(dtype, unit_backward, G, D)
     return SimpleNamespace(cell_forward=cell_forward, cell_backward=cell_backward,
                            forward_pointwise=forward_pointwise,
-                           backward_pointwise=backward_pointwise,
                            persistent_forward=persistent_forward,
-                           persistent_backward=persistent_backward)
+                           backward_pointwise=loop.backward_pointwise,
+                           persistent_backward=loop.persistent_backward)
 
 
 def forward(dev, pre, rows, w):
@@ -199,25 +159,8 @@ def forward(dev, pre, rows, w):
 
 
 def backward(dev, dhe, inj0, rows, dstate, delta, w):
-    """delta [n, B, 4H] for every step; dstate [B, 2H] enters as ∂L/∂(h_n, c_n) from later
-    steps and leaves as ∂L/∂(h_0, c_0). dhe [m, B, H] (or None): the output layer's ∂L/∂h_t
-    for t >= inj0."""
-    k = build(dev.dtype)
-    n, B, GH = delta.shape
-    H = GH // 4
-    if dhe is None:
-        dhe, inj0 = dev.dummy3, n
-    if dev.recurrent_path(B, H, GH * H) == "persistent":
-        smem = GH * H * dev.dtype.itemsize
-        k.persistent_backward[1, config.PERSISTENT_THREADS, 0, smem](
-            delta, rows, w.W, dhe, int(inj0), dstate)
-        return delta
-    grid = dev.blocks(B * H)
-    dh = dstate[:, :H]
-    for t in range(n - 1, -1, -1):
-        k.backward_pointwise[grid, dev.NT](delta, rows, dstate, dhe, int(inj0), t)
-        dev.gemm(delta[t], w.W, dh, beta=1.0)       # ∂L/∂h_{t-1} += delta_t W
-    return delta
+    """delta [n, B, 4H] for every step; dstate [B, 2H]: ∂L/∂(h, c) (see :func:`.gated.backward`)."""
+    return gated.backward(dev, build(dev.dtype), G, dhe, inj0, rows, dstate, delta, w)
 
 
 def ptx_specs(dtype):
@@ -229,8 +172,7 @@ def ptx_specs(dtype):
     k = build(dtype)
     sigs = {
         "forward_pointwise": (c3, c3, i8),
-        "backward_pointwise": (c3, c3, c2, c3, i8, i8),
         "persistent_forward": (c3, c3, c2),
-        "persistent_backward": (c3, c3, c2, c3, i8, c2),
     }
-    return [(name, getattr(k, name).py_func, sig) for name, sig in sigs.items()]
+    return ([(name, getattr(k, name).py_func, sig) for name, sig in sigs.items()]
+            + gated.ptx_specs(k, dtype))
