@@ -40,7 +40,7 @@ from .device import Device, as_device, available, cuda_module, is_device_array, 
 from .layer import layer_backward, layer_forward
 
 __all__ = ["CudaOps", "available", "loss_and_grad", "layer_forward", "layer_backward",
-           "rnn_forward", "rnn_backward", "benchmark", "is_device_array", "config"]
+           "rnn_forward", "rnn_backward", "benchmark", "is_device_array", "split_state", "config"]
 
 
 # every module with kernels, for the PTX tests (a new cell's module is added here)
@@ -149,15 +149,22 @@ def loss_and_grad(params, inputs, targets, h0=None, *, cell="rnn", activation="t
     ops = CudaOps(p, dev)
     lval, grads, h_last = engine.run(p, ops)
     if p.cell.S == 2:                                  # state [B, 2H] -> h0, c0 and (h, c)
-        H = p.H
-        g0 = grads.pop("h0")
-        grads["h0"], grads["c0"] = d.contiguous(g0[:, :H]), d.contiguous(g0[:, H:])
-        h_last = (d.contiguous(h_last[:, :H]), d.contiguous(h_last[:, H:]))
+        grads["h0"], grads["c0"] = split_state(grads["h0"], 2)
+        h_last = split_state(h_last, 2)
     if not ondev:
         grads = {k: v.copy_to_host() for k, v in grads.items()}
         h_last = (tuple(a.copy_to_host() for a in h_last) if isinstance(h_last, tuple)
                   else h_last.copy_to_host())
     return lval, grads, h_last
+
+
+def split_state(a, S):
+    """A device state array [B, S·H] as S C-contiguous device arrays [B, H] (h, then c).
+
+    Numba device arrays have no ``copy()``: ``a[:, :H].copy()`` works on NumPy arrays only."""
+    d = Device(a.dtype)
+    H = a.shape[1] // S
+    return tuple(d.contiguous(a[:, k * H:(k + 1) * H]) for k in range(S))
 
 
 def rnn_forward(x, h0, U, W, b, *, activation="tanh", batch_first=False):
