@@ -1,5 +1,6 @@
-"""CUDA backend (numba-cuda): ``backend="cuda"`` of :func:`fastbptt.loss_and_grad`,
-:func:`fastbptt.rnn_forward` and :func:`fastbptt.rnn_backward`.
+"""CUDA backend (numba-cuda): ``backend="cuda"`` of :func:`fastbptt.loss_and_grad` and of
+the layer API (:func:`fastbptt.rnn_forward`, ``lstm_forward``, ``gru_forward`` and their
+backward passes, through :func:`layer_forward` / :func:`layer_backward`).
 
 Where things are:
 
@@ -40,7 +41,7 @@ from .device import Device, as_device, available, cuda_module, is_device_array, 
 from .layer import layer_backward, layer_forward
 
 __all__ = ["CudaOps", "available", "loss_and_grad", "layer_forward", "layer_backward",
-           "rnn_forward", "rnn_backward", "benchmark", "is_device_array", "split_state", "config"]
+           "benchmark", "is_device_array", "split_state", "config"]
 
 
 # every module with kernels, for the PTX tests (a new cell's module is added here)
@@ -165,35 +166,6 @@ def split_state(a, S):
     d = Device(a.dtype)
     H = a.shape[1] // S
     return tuple(d.contiguous(a[:, k * H:(k + 1) * H]) for k in range(S))
-
-
-def rnn_forward(x, h0, U, W, b, *, activation="tanh", batch_first=False):
-    """:func:`fastbptt.rnn_forward` with ``backend="cuda"``, without the cache object.
-
-    With device arrays among the arguments, ``hs`` is a device array: a view of the cache for
-    time-major input (do not write to it), a transposed copy for batch-first input.
-
-    Returns
-    -------
-    hs : array [T, B, H]
-    parts : tuple
-        The device arrays ``(x [T, B, n_in], hs [T+1, B, H], U, W)`` that
-        :func:`fastbptt.rnn_forward` keeps in its ``RNNCache`` for :func:`rnn_backward`.
-    """
-    hs, f = layer_forward("rnn", x, h0, None, U, W, b, activation=activation,
-                          batch_first=batch_first)
-    return hs, (f["x"], f["rows"], f["U"], f["W"])
-
-
-def rnn_backward(dhs, cache, dh_last=None):
-    """:func:`fastbptt.rnn_backward` for a cache from ``rnn_forward(..., backend="cuda")``.
-
-    Results are device arrays when ``dhs`` is one, NumPy arrays otherwise.
-    """
-    from ..cells import CELLS
-    c = SimpleNamespace(cell=CELLS["rnn"], x=cache.x, rows=cache.hs, U=cache.U, W=cache.W,
-                        bn=None, act=cache.act, batch_first=cache.batch_first)
-    return layer_backward(dhs, c, dh_last)[:5]
 
 
 # --------------------------------------------------------------------------- benchmark hook

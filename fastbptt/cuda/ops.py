@@ -52,12 +52,10 @@ def cell_weight_grads(dev, cell, d2, h_prev, x2, ids, U, g, dx=None):
     H = h_prev.shape[1]
     GH = cell.G * H
     dev.gemm(d2[:, :GH], h_prev, g["W"], ta=1, beta=1.0)           # recurrent side: dW
-    # (delta column, U row, width) blocks of the input-side deltas, in units of H
-    xblocks = getattr(cell, "xblocks", ((0, 0, 2), (3, 2, 1)) if cell.split else ((0, 0, cell.G),))
-    bn_col = getattr(cell, "bn_col", 2 if cell.split else -1)
-    if bn_col >= 0:
-        dev.colsum(d2[:, bn_col * H:(bn_col + 1) * H], g["bn"])
-    for i, (col, urow, width) in enumerate(xblocks):
+    if cell.bn_col >= 0:                                           # GRU: dbn
+        dev.colsum(d2[:, cell.bn_col * H:(cell.bn_col + 1) * H], g["bn"])
+    # the input-side deltas as (delta column, U row, width) blocks, in units of H
+    for i, (col, urow, width) in enumerate(cell.xblocks):
         dblk = d2[:, col * H:(col + width) * H]                    # [R, width·H]
         u0, u1 = urow * H, (urow + width) * H
         dev.colsum(dblk, g["b"][u0:u1])
@@ -107,7 +105,7 @@ class CudaOps(Device):
         self.x = get("x", p.x)                                        # [T, B, n_in]
         ids = get("ids", p.ids, np.int64)                             # [T, B]
         self.ids = None if ids is None else ids.reshape(-1)           # [T*B]
-        self.state0 = self.h0 = self._state0(p, dev)                  # [B, S·H]: h0 (, c0)
+        self.state0 = self._state0(p, dev)                            # [B, S·H]: h0 (, c0)
         self.state_width = p.cell.S * p.H                             # S·H
         self.row_width = p.cell.K * p.H                               # K·H
         self.WT = self.transpose(self.W) if p.cell.name == "rnn" else None   # [H, H]
