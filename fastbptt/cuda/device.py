@@ -84,6 +84,12 @@ def _addr(a):
     return a.__array_interface__["data"][0]       # the simulator's arrays wrap NumPy arrays
 
 
+def cell_module(cell):
+    """The module with a cell's CUDA kernels and time-loop launchers: ``fastbptt.cuda.<name>``."""
+    import importlib
+    return importlib.import_module(f"{__package__}.{cell.name}")
+
+
 def nblocks(n, per):
     return max(1, (int(n) + per - 1) // per)
 

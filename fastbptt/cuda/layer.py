@@ -16,12 +16,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from .. import _validate as V
-from .device import Device, as_device, cuda_module, is_device_array, stand_in
-
-
-def _loop(cell):
-    from . import gru, lstm, rnn
-    return {"rnn": rnn, "lstm": lstm, "gru": gru}[cell.name]
+from .device import Device, as_device, cell_module, cuda_module, is_device_array, stand_in
 
 
 def layer_forward(cell, x, h0, c0, U, W, b, bn=None, *, activation="tanh", batch_first=False):
@@ -101,7 +96,7 @@ def layer_forward(cell, x, h0, c0, U, W, b, bn=None, *, activation="tanh", batch
     pre = d.empty((T, B, GH))                               # [T, B, G·H] = x Uᵀ + b
     d.gemm(xd.reshape(T * B, n_in), Ud, pre.reshape(T * B, GH), tb=1, bias=bd)
     w = SimpleNamespace(W=Wd, WT=d.transpose(Wd) if cl.name == "rnn" else None, bn=bnd, act=act)
-    _loop(cl).forward(d, pre, rows, w)
+    cell_module(cl).forward(d, pre, rows, w)
 
     hs = d.contiguous(rows[1:, :, :H], None, swap)          # [T, B, H] (a view when K = 1)
     last = [d.contiguous(rows[T][:, k * H:(k + 1) * H]) for k in range(cl.S)]
@@ -165,7 +160,7 @@ def layer_backward(dhs, cache, dh_last=None, dc_last=None):
         src = d.contiguous(as_device(cuda, a)) if is_device_array(a) else d.upload(ah)
         d.copy_into(dstate[:, k * H:(k + 1) * H], src)
     w = SimpleNamespace(W=Wd, WT=None, bn=cache.bn, act=cache.act)
-    delta = _loop(cl).backward(d, dhd, 0, rows, dstate, d.empty((T, B, cl.D * H)), w)
+    delta = cell_module(cl).backward(d, dhd, 0, rows, dstate, d.empty((T, B, cl.D * H)), w)
     g = {"W": d.zeros((GH, H)), "b": d.zeros(GH), "U": d.zeros((GH, n_in))}
     if cache.bn is not None:
         g["bn"] = d.zeros(H)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .device import Device, nblocks
+from .device import Device, cell_module, nblocks
 
 
 class _Acc:
@@ -87,11 +87,10 @@ class CudaOps(Device):
     """
 
     def __init__(self, p, dev=None):
-        from . import gru, lstm, rnn
         super().__init__(p.dtype, p.act)
         self.p = p
         self.cell = p.cell
-        self.loop = {"rnn": rnn, "lstm": lstm, "gru": gru}[p.cell.name]
+        self.loop = cell_module(p.cell)                               # its time loop
         dev = dev or {}
 
         def get(name, host, dtype=None):
