@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import os
 import time
-from types import SimpleNamespace
 
 import numpy as np
 

@@ -13,7 +13,12 @@ import math
 from types import SimpleNamespace
 
 import numpy as np
-from numba import cuda
+from numba import cuda, float32, float64
+
+
+def nbfloat(dtype):
+    """The numba float type of ``dtype`` (float32 or float64): typed shared arrays, casts."""
+    return float32 if np.dtype(dtype) == np.float32 else float64
 
 
 @functools.lru_cache(maxsize=None)

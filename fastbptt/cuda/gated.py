@@ -11,20 +11,17 @@ from __future__ import annotations
 import functools
 from types import SimpleNamespace
 
-import numpy as np
-from numba import cuda, float32, float64
+from numba import cuda
 
 from . import config
-
-_NB = {np.dtype(np.float32): float32, np.dtype(np.float64): float64}
-
+from .activations import nbfloat
 
 @functools.lru_cache(maxsize=None)
 def build_backward(dtype, unit_backward, G, D):
     """``backward_pointwise`` and ``persistent_backward`` around a cell's ``unit_backward``
     (a device function ``(delta, rows, dstate, dhe, inj0, t, b, j, H)``) for G gates and
     delta rows of D·H columns."""
-    DT = _NB[np.dtype(dtype)]
+    DT = nbfloat(dtype)
 
     @cuda.jit
     def backward_pointwise(delta, rows, dstate, dhe, inj0, t):
@@ -92,7 +89,7 @@ def backward(dev, k, G, dhe, inj0, rows, dstate, delta, w):
 def ptx_specs(k, dtype):
     """(name, kernel, signature) of the kernels ``k`` of :func:`build_backward`."""
     from numba import types as nt
-    f = _NB[np.dtype(dtype)]
+    f = nbfloat(dtype)
     i8 = nt.int64
     c2, c3 = f[:, ::1], f[:, :, ::1]
     return [("backward_pointwise", k.backward_pointwise.py_func, (c3, c3, c2, c3, i8, i8)),

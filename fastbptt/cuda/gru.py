@@ -23,19 +23,17 @@ import functools
 from types import SimpleNamespace
 
 import numpy as np
-from numba import cuda, float32, float64
+from numba import cuda
 
+from ..cells.gru import D, G      # gate rows G·H, delta rows D·H (the cell's numbers)
 from . import activations, config, gated
-
-G, S, K, D, SPLIT = 3, 1, 5, 4, True        # gates, state arity, row and delta widths (× H)
-
-_NB = {np.dtype(np.float32): float32, np.dtype(np.float64): float64}
+from .activations import nbfloat
 
 
 @functools.lru_cache(maxsize=None)
 def build(dtype):  # noqa: C901 - one closure per kernel
     """The GRU device functions and kernels for float ``dtype``."""
-    DT = _NB[np.dtype(dtype)]
+    DT = nbfloat(dtype)
     A = activations.build(dtype)
     sigmoid, tanh, dsigmoid, dtanh = A.sigmoid, A.tanh, A.dsigmoid, A.dtanh
     one = np.dtype(dtype).type(1)
@@ -163,7 +161,7 @@ def backward(dev, dhe, inj0, rows, dstate, delta, w):
 def ptx_specs(dtype):
     """(name, kernel, signature) of this module's kernels, for ``numba.cuda.compile_ptx``."""
     from numba import types as nt
-    f = _NB[np.dtype(dtype)]
+    f = nbfloat(dtype)
     i8 = nt.int64
     c1, c2, c3 = f[::1], f[:, ::1], f[:, :, ::1]
     k = build(dtype)

@@ -10,15 +10,14 @@ import math
 from types import SimpleNamespace
 
 import numpy as np
-from numba import cuda, float32, float64
+from numba import cuda, float64
 
-_NB = {np.dtype(np.float32): float32, np.dtype(np.float64): float64}
-
+from .activations import nbfloat
 
 @functools.lru_cache(maxsize=None)
 def build(dtype, NT):
     """``head_loss`` for float ``dtype`` with NT threads per block (a power of two)."""
-    DT = _NB[np.dtype(dtype)]
+    DT = nbfloat(dtype)
 
     @cuda.jit
     def head_loss(o, sel, has_sel, base, w, tgt, yrows, ymap, has_map, mode, loss):
@@ -120,7 +119,7 @@ def build(dtype, NT):
 def ptx_specs(dtype):
     """(name, kernel, signature) of this module's kernels, for ``numba.cuda.compile_ptx``."""
     from numba import types as nt
-    f = _NB[np.dtype(dtype)]
+    f = nbfloat(dtype)
     i8, l1 = nt.int64, nt.int64[::1]
     k = build(dtype, 256)
     return [("head_loss", k.head_loss.py_func,

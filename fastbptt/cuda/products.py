@@ -10,15 +10,14 @@ import functools
 from types import SimpleNamespace
 
 import numpy as np
-from numba import cuda, float32, float64
+from numba import cuda
 
-_NB = {np.dtype(np.float32): float32, np.dtype(np.float64): float64}
-
+from .activations import nbfloat
 
 @functools.lru_cache(maxsize=None)
 def build(dtype, TL):
     """``gemm`` and ``colsum_add`` for float ``dtype`` with TL x TL tiles."""
-    DT = _NB[np.dtype(dtype)]
+    DT = nbfloat(dtype)
     TLP = TL + 1                      # padded tile rows: transposed stores avoid bank conflicts
 
     @cuda.jit
@@ -95,7 +94,7 @@ def build(dtype, TL):
 def ptx_specs(dtype):
     """(name, kernel, signature) of this module's kernels, for ``numba.cuda.compile_ptx``."""
     from numba import types as nt
-    f = _NB[np.dtype(dtype)]
+    f = nbfloat(dtype)
     i8 = nt.int64
     k = build(dtype, 16)
     return [("gemm", k.gemm.py_func, (f[:, ::1], f[:, ::1], f[:, ::1], i8, i8, nt.float64, f[::1], i8)),

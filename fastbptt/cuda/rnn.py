@@ -11,19 +11,15 @@ from __future__ import annotations
 import functools
 from types import SimpleNamespace
 
-import numpy as np
-from numba import cuda, float32, float64
+from numba import cuda
 
-from . import activations
-from . import config
-
-_NB = {np.dtype(np.float32): float32, np.dtype(np.float64): float64}
-
+from . import activations, config
+from .activations import nbfloat
 
 @functools.lru_cache(maxsize=None)
 def build(dtype):  # noqa: C901 - one closure per kernel
     """The Elman time-loop kernels for float ``dtype``."""
-    DT = _NB[np.dtype(dtype)]
+    DT = nbfloat(dtype)
     A = activations.build(dtype)
     activate, derivative = A.activate, A.derivative
 
@@ -268,7 +264,7 @@ def backward(dev, dhe, inj0, hs, dh, da, w):
 def ptx_specs(dtype):
     """(name, kernel, signature) of this module's kernels, for ``numba.cuda.compile_ptx``."""
     from numba import types as nt
-    f = _NB[np.dtype(dtype)]
+    f = nbfloat(dtype)
     i8 = nt.int64
     c2, c3 = f[:, ::1], f[:, :, ::1]
     k = build(dtype)

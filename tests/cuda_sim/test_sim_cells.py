@@ -18,6 +18,11 @@ from fastbptt.cuda.device import Device
 from tolerances import CUDA32, CUDA64, FINITE_DIFF
 
 
+def spec(cell):
+    from fastbptt.cells import CELLS
+    return CELLS[cell]
+
+
 def sig(a):
     return 1 / (1 + np.exp(-a))
 
@@ -159,7 +164,7 @@ def test_cell_kernels_match_numpy(cell, dtype, path, monkeypatch):
     assert dev.recurrent_path(B, H, G * H * H) == path
     w = SimpleNamespace(W=cuda.to_device(p.W), bn=cuda.to_device(p.bn))
 
-    rows = np.full((n + 1, B, mod.K * H), np.nan, dtype=dtype)   # only row 0's state is read
+    rows = np.full((n + 1, B, spec(cell).K * H), np.nan, dtype=dtype)   # only row 0's state is read
     rows[0, :, :S * H] = p.s0
     drows = cuda.to_device(rows)
     mod.forward(dev, cuda.to_device(p.pre), drows, w)
@@ -169,7 +174,7 @@ def test_cell_kernels_match_numpy(cell, dtype, path, monkeypatch):
     np.testing.assert_allclose(got[1:], want[1:], err_msg="rows", **tol)
 
     ddstate = cuda.to_device(p.ds_in)
-    ddelta = cuda.to_device(np.full((n, B, mod.D * H), np.nan, dtype=dtype))
+    ddelta = cuda.to_device(np.full((n, B, spec(cell).D * H), np.nan, dtype=dtype))
     out = mod.backward(dev, cuda.to_device(p.dhe), p.inj0, drows, ddstate, ddelta, w)
     delta, ds0 = bwd(p.dhe.astype(np.float64), p.inj0, want, p.W.astype(np.float64),
                      p.ds_in.astype(np.float64))
@@ -188,7 +193,7 @@ def test_cell_backward_without_injection(cell, monkeypatch):
     dev = Device(np.float64)
     w = SimpleNamespace(W=cuda.to_device(p.W), bn=cuda.to_device(p.bn))
     ddstate = cuda.to_device(p.ds_in)
-    out = mod.backward(dev, None, 0, cuda.to_device(rows), ddstate, dev.empty((n, B, mod.D * H)), w)
+    out = mod.backward(dev, None, 0, cuda.to_device(rows), ddstate, dev.empty((n, B, spec(cell).D * H)), w)
     delta, ds0 = bwd(p.dhe, n, rows, p.W, p.ds_in)
     np.testing.assert_allclose(out.copy_to_host(), delta, **CUDA64)
     np.testing.assert_allclose(ddstate.copy_to_host(), ds0, **CUDA64)
