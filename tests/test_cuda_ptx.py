@@ -38,9 +38,10 @@ _PTX = {}
 
 @contextmanager
 def _device_query_answers(cc):
-    """numba-cuda compiles what a kernel calls through an overload (here cuda.cg.this_grid(),
-    in the cooperative kernels) for the *current device*, which needs a GPU even inside
-    compile_ptx. Answer that query with the target compute capability instead."""
+    """numba-cuda compiles what a kernel calls — the device functions of
+    fastbptt.cuda.activations and of each cell, cuda.cg.this_grid() in the cooperative
+    kernels — for the *current device*, which needs a GPU even inside compile_ptx. Answer
+    that query with the target compute capability instead."""
     import numba.cuda.dispatcher as D
     old = getattr(D, "get_current_device", None)
     if old is None:
@@ -94,7 +95,8 @@ def test_every_kernel_compiles_to_ptx(compile_ptx, dtype, cc):
 
 
 def test_kernel_properties_in_ptx(compile_ptx):
-    """float32 hot loops stay in float32; the tiled kernels stage through shared memory; the
+    """float32 hot loops stay in float32 and in registers (no local memory: the cells'
+    device functions are inlined); the tiled kernels stage through shared memory; the
     persistent kernels keep W in dynamic shared memory (the cooperative ones also sync the
     grid); the id scatters are atomic."""
     ptx = _ptx(compile_ptx, np.float32, (9, 0))
@@ -108,6 +110,7 @@ def test_kernel_properties_in_ptx(compile_ptx):
         f64 = [ln for ln in ptx[name].splitlines()
                if ".f64" in ln and any(op in ln for op in ("fma", "mul.", "add.", "sub.", "div.", "ex2."))]
         assert not f64, f"{name}: float64 arithmetic in a float32 kernel: {f64[:3]}"
+        assert ".local" not in ptx[name], f"{name}: local memory (spills or an unrolled tuple)"
     for name in ("products.gemm", "products.colsum_add", "heads.head_loss"):
         assert "bar.sync" in ptx[name] and ".shared" in ptx[name], name
     persistent = [n for n in loops if ".persistent_" in n or ".coop_" in n]
