@@ -356,6 +356,10 @@ class CpuOps:
             self._mm(da2, 0, p.U, 0, dx)
             scatter_add_rows(g["E"], p.ids[t0:t1].reshape(-1), dx)
 
+    def zero_states(self, hs, pad):
+        """hs[i, b] = 0 where pad[i, b]; hs [n+1, B, H], pad [n+1, B] bool (host)."""
+        hs[pad] = 0
+
     def capture(self, h_last, hs, t_first, sel):
         """h_last[b] = state after step last[b], for the sequences ``sel`` ending in hs.
 

@@ -17,6 +17,9 @@ Backward, from the last step to the first (the hidden delta ``dh`` is one buffer
     dW   += da_tᵀ h_{t-1};  dU += da_tᵀ x_t;  db += Σ_b da_t
     dh    = da_t W                        sent back to step t-1
 
+Padding, the steps after a sequence's last valid step, takes no part in the backward pass:
+its deltas and the states it produced are taken as 0.
+
 Truncated BPTT(k2; k1) repeats the backward loop once per block of k1 steps, starting with
 ``dh = 0`` and stopping k2 - k1 steps before the block's first step (never before step 0).
 """
@@ -123,7 +126,13 @@ def loss_and_grad(p: Problem):
             if t >= s0:
                 dh = dh + dh_out[t]
             da = dh * activation_grad(hs[t + 1], p.activation)
-            dW += da.T @ hs[t]
+            h_prev = hs[t]
+            if p.masked:
+                # padding (steps after a sequence's last valid step) reaches no sum, not even
+                # as 0·inf: its deltas are 0 and so are the states it produced
+                da = np.where((t > p.last)[:, None], 0, da)
+                h_prev = np.where((t - 1 > p.last)[:, None], 0, h_prev)
+            dW += da.T @ h_prev
             db += da.sum(axis=0)
             x = input_at(p, t)
             if x is not None:
