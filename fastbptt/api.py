@@ -5,6 +5,7 @@ import numpy as np
 
 from . import _validate as V
 from . import reference
+from ._memcheck import check_fits
 
 
 def _cpu_fused_eligible(p):
@@ -144,9 +145,12 @@ def loss_and_grad(params, inputs, targets, h0=None, *, activation="tanh", loss="
         out = reference.loss_and_grad(p)
     elif backend == "cpu" and _cpu_fused_eligible(p):
         from .cpu import fused_loss_and_grad       # full BPTT, no mask: one compiled call (issue 5)
+        check_fits(p, fused=True)                  # compiled code must not be where memory runs out
         out = fused_loss_and_grad(p)
     else:
         from . import engine
+        if backend == "cpu":
+            check_fits(p, fused=False)
         out = engine.run(p, _backend_ops(backend, p))
     if check_finite:
         _check_finite(*out[:2])
