@@ -48,25 +48,29 @@ def activation_grad(h: np.ndarray, activation: str) -> np.ndarray:
 
 
 def step_loss(o: np.ndarray, p: Problem, t: int, rows: np.ndarray):
-    """Loss and ∂loss/∂o for the batch rows ``rows`` of step t (unweighted)."""
+    """Loss (float64) and ∂loss/∂o (the params' dtype) for the batch rows ``rows`` of step t.
+
+    Per-element terms are in the params' dtype and sums in float64, as the compiled kernels
+    do, so float32 near its overflow gives the same inf/NaN pattern on every backend.
+    """
+    f8 = np.float64
     if p.loss == "mse":
         y = _float_targets(p, t)[rows]
         diff = o - y
-        return 0.5 * np.sum(diff * diff, axis=1), diff
+        return 0.5 * np.sum((diff * diff).astype(f8), axis=1), diff
     # softmax + negative log-likelihood, stable for large logits
     m = o.max(axis=1, keepdims=True)
-    logz = m + np.log(np.sum(np.exp(o - m), axis=1, keepdims=True))
-    logp = o - logz
-    prob = np.exp(logp)
+    logz = m.astype(f8) + np.log(np.sum(np.exp(o - m), axis=1, keepdims=True, dtype=f8))
+    logp = o.astype(f8) - logz
     if p.tgt_ids is not None:
         y = p.tgt_ids[t, rows]
         loss = -logp[np.arange(len(rows)), y]
-        do = prob.copy()
+        do = np.exp(logp).astype(o.dtype)
         do[np.arange(len(rows)), y] -= 1
         return loss, do
     y = _float_targets(p, t)[rows]
-    loss = -np.sum(y * logp, axis=1)
-    return loss, prob * y.sum(axis=1, keepdims=True) - y
+    loss = -np.sum(y.astype(f8) * logp, axis=1)
+    return loss, np.exp(logp) * y.sum(axis=1, keepdims=True, dtype=f8) - y
 
 
 def _float_targets(p: Problem, t: int) -> np.ndarray:
@@ -108,7 +112,7 @@ def loss_and_grad(p: Problem):
         lt, do = step_loss(o, p, t, rows)
         w = p.weights[t, rows]
         loss += float(np.sum(w * lt))
-        do = do * w[:, None]
+        do = (do * w[:, None]).astype(p.dtype)
         dV += do.T @ h
         dc += do.sum(axis=0)
         dh_out[t, rows] = do @ V
