@@ -58,7 +58,14 @@ def init_params(n_in, n_hidden, n_out, *, vocab_size=None, dtype=np.float32, see
     dt = np.dtype(dtype)
     if dt not in V.FLOAT_DTYPES:
         raise TypeError(f"dtype must be float32 or float64; got {dt}")
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    if isinstance(seed, np.random.Generator):
+        rng = seed
+    else:
+        try:
+            rng = np.random.default_rng(seed)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"seed must be None, a non-negative int or a numpy.random.Generator; "
+                             f"got {seed!r}") from exc
 
     def normal(shape, fan_in):
         return np.ascontiguousarray((rng.standard_normal(shape) / np.sqrt(fan_in)).astype(dt))
@@ -100,9 +107,13 @@ def loss_and_grad(params, inputs, targets, h0=None, *, activation="tanh", loss="
     loss : {"cross_entropy", "mse"}
         Softmax + negative log-likelihood, or ``½‖o_t − y_t‖²`` per step.
     reduction : {"sum", "mean"}
-        Sum over valid (t, b), or divided by their number (by B for many-to-one).
+        Sum over the (t, b) that carry loss, or divided by their number (many-to-one: by the
+        number of sequences that have a valid step).
     mask : array [T, B] of 0/1, optional
         Steps with 0 carry no loss; ``h_last`` is each sequence's state at its last valid step.
+        The steps after a sequence's last valid step are padding and influence nothing (they
+        may hold NaN, inf or any id, e.g. -100); a mask-0 step before it still feeds the
+        recurrence, so its input matters.
     batch_first : bool
         Inputs, per-step targets and mask are ``[B, T, ...]``.
     backend : {"cpu", "numpy", "cuda"}
@@ -199,12 +210,15 @@ def rnn_forward(x, h0, U, W, b, *, activation="tanh", batch_first=False, backend
     Returns
     -------
     hs : array [T, B, H]
-        ``h_1 .. h_T`` (read-only view of the cache: the backward pass needs them unchanged).
+        ``h_1 .. h_T``, read-only and independent of the cache (which keeps its own copy for
+        the backward pass).
     cache : RNNCache
         Pass to :func:`rnn_backward`. It references ``x``; do not modify ``x`` in between.
     """
     V.check_choice("activation", activation, tuple(V.ACTIVATIONS))
     V.check_choice("backend", backend, ("cpu", "numpy", "cuda"))
+    if not isinstance(batch_first, (bool, np.bool_)):
+        raise TypeError(f"batch_first must be a bool; got {batch_first!r}")
     if backend == "cuda":
         from . import cuda
         return cuda.rnn_forward(x, h0, U, W, b, activation=activation, batch_first=batch_first)
@@ -243,10 +257,11 @@ def rnn_forward(x, h0, U, W, b, *, activation="tanh", batch_first=False, backend
         forward_steps(xu, np.ascontiguousarray(W.T), hs, np.empty((B, H), dtype=dtype),
                       V.ACTIVATIONS[activation])
     cache = RNNCache(x, hs, U, W, activation, backend, batch_first)
-    out = hs[1:]
+    # a copy, read-only: a read-only view of the cache could be made writeable again, and
+    # writing into it would silently change what rnn_backward computes
+    out = hs[1:].copy()
     if batch_first:
         out = out.transpose(1, 0, 2)
-    out = out.view()
     out.flags.writeable = False
     return out, cache
 
