@@ -17,8 +17,9 @@ Backward, from the last step to the first (the hidden delta ``dh`` is one buffer
     dW   += da_tᵀ h_{t-1};  dU += da_tᵀ x_t;  db += Σ_b da_t
     dh    = da_t W                        sent back to step t-1
 
-Padding, the steps after a sequence's last valid step, takes no part in the backward pass:
-its deltas and the states it produced are taken as 0.
+Padding, the steps after a sequence's last valid step, carries no loss and the states it
+produces are set to 0, so its deltas are 0 and nothing it holds (NaN, overflowing relu
+states) reaches a sum as 0·inf.
 
 Truncated BPTT(k2; k1) repeats the backward loop once per block of k1 steps, starting with
 ``dh = 0`` and stopping k2 - k1 steps before the block's first step (never before step 0).
@@ -104,6 +105,8 @@ def loss_and_grad(p: Problem):
         x = input_at(p, t)
         xu = x @ U.T if x is not None else U[:, p.ids[t]].T
         hs[t + 1] = activate(xu + hs[t] @ W.T + b, p.activation)
+        if p.masked:
+            hs[t + 1][t > p.last] = 0      # padding's states: 0, so they reach no sum as inf/NaN
         rows = np.nonzero(p.weights[t])[0]
         if len(rows) == 0:
             continue
@@ -130,13 +133,7 @@ def loss_and_grad(p: Problem):
             if t >= s0:
                 dh = dh + dh_out[t]
             da = dh * activation_grad(hs[t + 1], p.activation)
-            h_prev = hs[t]
-            if p.masked:
-                # padding (steps after a sequence's last valid step) reaches no sum, not even
-                # as 0·inf: its deltas are 0 and so are the states it produced
-                da = np.where((t > p.last)[:, None], 0, da)
-                h_prev = np.where((t - 1 > p.last)[:, None], 0, h_prev)
-            dW += da.T @ h_prev
+            dW += da.T @ hs[t]
             db += da.sum(axis=0)
             x = input_at(p, t)
             if x is not None:
