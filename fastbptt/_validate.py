@@ -395,7 +395,7 @@ def validate_loss_and_grad(params, inputs, targets, h0, activation, loss, reduct
         last = np.where(any_valid, T - 1 - np.argmax(valid[::-1], axis=0), -1).astype(np.int64)
     masked = bool(np.any(last != T - 1))
     # Padding (the steps after a sequence's last valid step) influences nothing: its ids are
-    # neither checked nor used (replaced by 0), its non-finite float inputs are replaced by 0,
+    # neither checked nor used (replaced by 0), its float inputs are replaced by 0,
     # and the engine keeps its states out of every sum. Mid-sequence mask-0 steps are not
     # padding: they drive the recurrence that later valid steps depend on.
     pad = padding_of(last, T) if masked else None
@@ -404,8 +404,10 @@ def validate_loss_and_grad(params, inputs, targets, h0, activation, loss, reduct
         ids = _ids("inputs", ids, vocab,
                    f"the vocabulary size, {'rows of E' if E is not None else 'columns of U (one-hot)'}",
                    ignore=pad)
-    elif pad is not None and not np.isfinite(x).all():
-        x = np.where(pad[:, :, None], x.dtype.type(0), x)     # a copy: never the caller's array
+    elif pad is not None:
+        # a copy, never the caller's array; zeros even for finite values: a huge one could
+        # still overflow a gated cell's pre-activation to inf - inf = NaN in its step cache
+        x = np.where(pad[:, :, None], x.dtype.type(0), x)
 
     # ---- targets ----
     targets = as_array("targets", targets)

@@ -18,9 +18,10 @@ from cases import INPUT_KINDS, TARGET_KINDS, make_case
 from tolerances import EXACT64
 
 SCHEDULES = {"full": {}, "truncate": dict(truncate=(2, 3)), "checkpoint": dict(checkpoint=2)}
-POISONS = (np.nan, np.inf, -np.inf, 1e300)
+POISONS = (np.nan, np.inf, -np.inf, 1e308)
 T, B = 7, 4
 LENGTHS = np.array([T, 3, 1, 5])        # valid steps of each sequence; the rest is padding
+STATES = {"h0", "c0"}                   # per-sequence gradients (rows), not sums
 
 
 def _mask(lengths=LENGTHS, T=T):
@@ -58,15 +59,16 @@ def _per_sequence(case, many_to_one, backend, sched, lengths=LENGTHS):
         lb, gb, hb = fastbptt.loss_and_grad(**kw)
         loss += lb
         if grads is None:
-            grads = {k: (v.copy() if k != "h0" else [v]) for k, v in gb.items()}
+            grads = {k: (v.copy() if k not in STATES else [v]) for k, v in gb.items()}
         else:
             for k, v in gb.items():
-                if k == "h0":
+                if k in STATES:
                     grads[k].append(v)
                 else:
                     grads[k] += v
-        h_last.append(hb)
-    grads["h0"] = np.concatenate(grads["h0"])
+        h_last.append(np.concatenate(hb, axis=1) if isinstance(hb, tuple) else hb)
+    for k in set(grads) & STATES:
+        grads[k] = np.concatenate(grads[k])
     return loss, grads, np.concatenate(h_last)
 
 
@@ -77,7 +79,8 @@ def _assert_same(got, want):
     for k in want[1]:
         assert np.all(np.isfinite(got[1][k])), f"grads[{k!r}] is not finite"
         np.testing.assert_allclose(got[1][k], want[1][k], err_msg=k, **EXACT64)
-    np.testing.assert_allclose(got[2], want[2], **EXACT64)
+    h_last = np.concatenate(got[2], axis=1) if isinstance(got[2], tuple) else got[2]
+    np.testing.assert_allclose(h_last, want[2], **EXACT64)
 
 
 @pytest.mark.parametrize("backend", ["numpy", "cpu"])
@@ -91,6 +94,21 @@ def test_poisoned_padding_changes_nothing(input_kind, target_kind, many_to_one, 
     for value in POISONS:
         got = fastbptt.loss_and_grad(**dict(_poison(case, many_to_one, value), mask=_mask()),
                                      backend=backend, **SCHEDULES[sched])
+        _assert_same(got, want)
+
+
+@pytest.mark.parametrize("sched", list(SCHEDULES))
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_poisoned_padding_changes_nothing_for_gated_cells(cell, sched):
+    rng = np.random.default_rng(8)
+    params = fastbptt.init_params(4, 5, 3, cell=cell, dtype=np.float64, seed=8)
+    case = dict(params=params, inputs=rng.standard_normal((T, B, 4)),
+                targets=rng.integers(0, 3, (T, B)), h0=0.5 * rng.standard_normal((B, 5)),
+                cell=cell, mask=None)
+    want = _per_sequence(case, False, "numpy", SCHEDULES[sched])
+    for value in POISONS:
+        got = fastbptt.loss_and_grad(**dict(_poison(case, False, value), mask=_mask()),
+                                     backend="numpy", **SCHEDULES[sched])
         _assert_same(got, want)
 
 
