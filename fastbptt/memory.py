@@ -54,6 +54,12 @@ class MemoryEstimate:
         return f"{self.total / 2**20:.2f} MiB at {self.phase} ({parts})"
 
 
+def _positive_int_arg(name, v) -> int:
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise ValueError(f"{name} must be a positive int; got {v!r}")
+    return int(v)
+
+
 def _ckpt_segment(checkpoint, T):
     from ._validate import parse_checkpoint
     return parse_checkpoint(checkpoint, T)
@@ -103,13 +109,21 @@ def estimate(T, B, n_in, n_hidden, n_out, *, truncate=None, checkpoint=None, dty
     from ._validate import parse_truncate
     from .cells import get as get_cell
     cl = get_cell(cell)
-    for name, v in (("T", T), ("B", B), ("n_in", n_in), ("n_hidden", n_hidden), ("n_out", n_out)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{name} must be a positive int; got {v!r}")
-    if inputs not in INPUT_KINDS:
+    # sizes become Python ints first: NumPy integers would overflow (or wrap) silently
+    T, B, n_in, n_hidden, n_out = (_positive_int_arg(name, v) for name, v in (
+        ("T", T), ("B", B), ("n_in", n_in), ("n_hidden", n_hidden), ("n_out", n_out)))
+    if vocab_size is not None:
+        vocab_size = _positive_int_arg("vocab_size", vocab_size)
+    if not isinstance(inputs, str) or inputs not in INPUT_KINDS:
         raise ValueError(f"inputs must be one of {', '.join(map(repr, INPUT_KINDS))}; got {inputs!r}")
-    it = np.dtype(dtype).itemsize
-    H, O, I = int(n_hidden), int(n_out), int(n_in)
+    try:
+        dt = np.dtype(dtype) if dtype is not None else None     # np.dtype(None) is float64
+    except TypeError:
+        dt = None
+    if dt is None or dt.kind != "f" or dt.itemsize not in (4, 8):
+        raise TypeError(f"dtype must be float32 or float64; got {dtype!r}")
+    it = dt.itemsize
+    H, O, I = n_hidden, n_out, n_in
     tr = parse_truncate(truncate, T)
     seg = _ckpt_segment(checkpoint, T)
     k1, k2 = tr if tr is not None else (T, T)

@@ -48,6 +48,8 @@ def batch_stream(ids, B):
         raise ValueError(f"ids must be 1-D [N]; got shape {a.shape}")
     if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
         raise TypeError(f"ids must hold integers; got dtype {a.dtype}")
+    if a.dtype == np.uint64 and a.size and int(a.max()) > np.iinfo(np.int64).max:
+        raise ValueError(f"ids holds {int(a.max())}, beyond int64 (ids are int64)")
     L = a.shape[0] // B
     if L < 2:
         raise ValueError(f"ids has {a.shape[0]} ids, too few for B={B} streams of at least 2 "
@@ -186,5 +188,9 @@ def accumulate(params, data, k, *, h0=None, **kwargs):
                     acc[n] += g
         first = False
     if first:
-        raise ValueError("data holds no complete interval (drop_last=True and fewer than k steps)")
+        if stream.pos >= stream.steps:
+            raise ValueError(f"pos={stream.pos} is the end of data ({stream.steps} predicting "
+                             "steps): no interval is left to accumulate")
+        raise ValueError(f"no complete interval is left: drop_last=True and only "
+                         f"{stream.steps - stream.pos} steps from pos={stream.pos}, fewer than k={stream.k}")
     return total, acc, h
