@@ -13,13 +13,14 @@ wall time of repeated calls after a warm-up that sits outside the timed region:
 * ``jax``        -- ``jit(value_and_grad)`` over ``lax.scan`` (only when JAX is installed)
 
 Throughput counts ``2·T·B·H·(2·n_in + 3·H + 3·n_out)`` flops per forward + backward (one-hot
-inputs are counted as dense, as the issue does). The roofline is the best single-precision
+inputs are counted as dense, so every size is on one scale). The roofline is the best single-precision
 matrix-product rate measured in the same run: an 8192×1024×1024 product through NumPy's BLAS
 and through PyTorch's, the better of the two.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -38,7 +39,7 @@ ROOF = (8192, 1024, 1024)                 # sgemm [M, K] @ [K, N]
 
 
 def flops(T, B, n_in, H, n_out):
-    """Flops of one forward + backward, the issue's count."""
+    """Flops of one forward + backward, one-hot inputs counted as dense."""
     return 2 * T * B * H * (2 * n_in + 3 * H + 3 * n_out)
 
 
@@ -281,8 +282,9 @@ def configure_parser(parser):
 
 
 def _parse_list(name, text, allowed):
+    """Comma-separated names, each once, in the order given."""
     from .cli import CLIError
-    items = [s.strip() for s in text.split(",") if s.strip()]
+    items = list(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
     bad = [s for s in items if s not in allowed]
     if bad or not items:
         raise CLIError(f"--{name}: unknown {', '.join(bad) or '(empty)'}; choose from {', '.join(allowed)}")
@@ -405,6 +407,11 @@ def format_table(res):
     return "\n".join(lines)
 
 
+def _size_label(size):
+    T, B, n_in, H, n_out, ids = SIZES[size]
+    return f"{size}\n({T}, {B}, {n_in}{' ids' if ids else ''}, {H}, {n_out})"
+
+
 def plot(res, path):
     """Grouped bars of GFLOP/s per size and implementation, with the roofline."""
     import matplotlib
@@ -424,7 +431,8 @@ def plot(res, path):
         ax.bar(xs, ys, width, label=impl)
     if res["roofline"]["gflops"]:
         ax.axhline(res["roofline"]["gflops"], color="k", ls="--", lw=1, label="roofline (best sgemm)")
-    ax.set_xticks(range(len(sizes)), sizes)
+    ax.set_xticks(range(len(sizes)), [_size_label(s) for s in sizes], fontsize=8)
+    ax.set_xlabel("problem size (T, B, n_in, H, n_out)")
     ax.set_yscale("log")
     ax.set_ylabel("GFLOP/s (forward + backward)")
     ax.set_title(f"fastbptt bench, {res['dtype']}, {res['machine']['cores']} cores")
@@ -438,12 +446,18 @@ def main(args) -> int:
     from .cli import CLIError
     sizes = _parse_list("sizes", args.sizes, tuple(SIZES))
     impls = _parse_list("impls", args.impls, IMPLS)
-    if not args.min_time > 0 or args.rounds < 1:   # "not > 0" also rejects nan
-        raise CLIError("--min-time must be > 0 and --rounds >= 1")
-    if not args.timeout > 0:           # also rejects nan
-        raise CLIError(f"--timeout must be > 0 seconds; got {args.timeout}")
+    from .cli import check_output_path
+    for name in ("min_time", "timeout"):
+        v = getattr(args, name)
+        if not (math.isfinite(v) and v > 0):
+            raise CLIError(f"--{name.replace('_', '-')} must be a finite number of seconds > 0; got {v}")
+    if args.rounds < 1:
+        raise CLIError(f"--rounds must be >= 1; got {args.rounds}")
+    for opt, path in (("--json", args.json), ("--plot", args.plot)):
+        if path:
+            check_output_path(opt, path)          # before the run, not after it
     if args.plot and not _available("matplotlib"):
-        raise CLIError("--plot needs matplotlib (pip install 'fastbptt[plot]')")
+        raise CLIError("--plot needs matplotlib, which is not installed: pip install 'fastbptt[plot]'")
     print(f"fastbptt bench: sizes {', '.join(sizes)}; {args.dtype}; backend {args.backend}; "
           f"{n_cores()} cores; each measurement in its own process", flush=True)
     res = run_bench(sizes, args.dtype, args.backend, impls, args.min_time, args.rounds,
@@ -451,8 +465,11 @@ def main(args) -> int:
                     log=lambda s: print(s, file=sys.stderr, flush=True))
     print(format_table(res))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=2)
+        try:
+            with open(args.json, "w") as f:
+                json.dump(res, f, indent=2)
+        except OSError as exc:
+            raise CLIError(f"--json {args.json}: cannot write: {exc.strerror or exc}") from None
         print(f"wrote {args.json}")
     if args.plot:
         plot(res, args.plot)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # name -> (module, one-line help)
@@ -27,8 +28,33 @@ class _Parser(argparse.ArgumentParser):
         raise CLIError(f"{self.prog}: {message}")
 
 
-def build_parser():
+def one_line(text: str) -> str:
+    """``text`` with line breaks, control characters and surrogates escaped as in a repr."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+def plural(n: int, word: str) -> str:
+    """``"1 character"``, ``"2 characters"``, ``"1,000 steps"``."""
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def check_output_path(option: str, path: str) -> None:
+    """Raise CLIError now, before any work, if ``path`` cannot be written as an output file."""
+    full = os.path.abspath(path)
+    d = os.path.dirname(full)
+    if os.path.isdir(full):
+        raise CLIError(f"{option} {path}: is a directory, expected a file name")
+    if not os.path.isdir(d):
+        raise CLIError(f"{option} {path}: directory {d} does not exist")
+    if not os.access(d, os.W_OK | os.X_OK) or (os.path.exists(full) and not os.access(full, os.W_OK)):
+        raise CLIError(f"{option} {path}: not writable")
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict]:
+    """The ``fastbptt`` parser and the subcommand modules that loaded."""
+    from . import __version__
     parser = _Parser(prog="fastbptt", description="Fast, exact BPTT for NumPy RNNs.")
+    parser.add_argument("--version", action="version", version=f"fastbptt {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     modules = {}
     for name, (modname, help_) in COMMANDS.items():
@@ -43,7 +69,8 @@ def build_parser():
     return parser, modules
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); the exit status."""
     argv = sys.argv[1:] if argv is None else argv
     try:
         parser, modules = build_parser()
@@ -55,11 +82,16 @@ def main(argv=None) -> int:
             raise CLIError(args._missing)
         return int(modules[args.command].main(args) or 0)
     except CLIError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
+        return 2
+    except MemoryError as exc:      # sizes the checks above could not foresee
+        print(f"error: out of memory: {exc or 'an allocation failed'}; try smaller sizes", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except SystemExit as exc:       # --help and --version print and exit 0
+        return exc.code if isinstance(exc.code, int) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -405,15 +405,21 @@ def plot(result, path):
 
 
 # --------------------------------------------------------------------------- CLI
-def _positive_int(text):
-    import argparse
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}")
-    return v
+def _int_at_least(lo):
+    def parse(text):
+        import argparse
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {lo}; got {text!r}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {lo}; got {text!r}")
+        return v
+    parse.__name__ = "int"
+    return parse
+
+
+_positive_int = _int_at_least(1)
 
 
 def configure_parser(parser):
@@ -430,7 +436,7 @@ def configure_parser(parser):
     a("--dtype", default="float32", choices=("float32", "float64"))
     a("--backend", default="cpu", choices=("cpu", "cuda"))
     a("--repeat", type=_positive_int, default=1, help="timed runs per setting; the best is shown (default 1)")
-    a("--seed", type=int, default=0)
+    a("--seed", type=_int_at_least(0), default=0, help="data and initialisation seed (default 0)")
     a("--json", metavar="PATH", help="write the results as JSON")
     a("--plot", metavar="FILE.png", help="draw memory, time and gradient error against the interval")
 
@@ -467,6 +473,10 @@ def main(args):
     if intervals is not None and not intervals:
         raise CLIError("--intervals: give at least one interval")
     checkpoints = _parse_list("--checkpoint", args.checkpoint, allow_sqrt=True)
+    from .cli import check_output_path
+    for opt, path in (("--json", args.json), ("--plot", args.plot)):
+        if path:
+            check_output_path(opt, path)          # before the run, not after it
     if args.plot:
         try:
             import matplotlib  # noqa: F401
@@ -475,9 +485,12 @@ def main(args):
                            "pip install 'fastbptt[plot]'") from None
     if args.backend == "cuda":
         try:
-            from . import cuda  # noqa: F401
-        except Exception as exc:  # pragma: no cover - depends on the machine
-            raise CLIError(f"--backend cuda is unavailable: {exc}") from None
+            from . import cuda
+            ok, why = cuda.available()
+        except ImportError as exc:
+            ok, why = False, str(exc)
+        if not ok:
+            raise CLIError(f"--backend cuda is unavailable here: {why}")
     print(f"fastbptt memprofile: T={args.T} B={args.B} H={args.hidden} vocab={args.vocab} "
           f"{args.dtype} backend={args.backend} (peak = tracemalloc peak of one call)")
     print(_HEADER)
