@@ -19,6 +19,7 @@ and through PyTorch's, the better of the two.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -27,6 +28,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 SIZES = {  # name: (T, B, n_in, H, n_out, one-hot ids)
     "minchar": (25, 1, 65, 100, 65, True),
@@ -38,19 +41,19 @@ IMPLS = ("fastbptt", "fastbptt-mkl", "reference", "torch", "jax")
 ROOF = (8192, 1024, 1024)                 # sgemm [M, K] @ [K, N]
 
 
-def flops(T, B, n_in, H, n_out):
+def flops(T: int, B: int, n_in: int, H: int, n_out: int) -> int:
     """Flops of one forward + backward, one-hot inputs counted as dense."""
     return 2 * T * B * H * (2 * n_in + 3 * H + 3 * n_out)
 
 
-def n_cores():
+def n_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         return os.cpu_count() or 1
 
 
-def cpu_model():
+def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -262,7 +265,8 @@ def _available(mod):
 
 
 # --------------------------------------------------------------------------- CLI
-def configure_parser(parser):
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add ``fastbptt bench``'s options to ``parser``."""
     parser.add_argument("--sizes", default="minchar,small,medium,large",
                         help="comma-separated subset of " + ", ".join(SIZES) + " (default: all)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
@@ -291,8 +295,9 @@ def _parse_list(name, text, allowed):
     return items
 
 
-def run_bench(sizes, dtype="float32", backend="cpu", impls=IMPLS, min_time=2.0, rounds=1,
-              roofline=True, timeout=600, log=print):
+def run_bench(sizes: list[str], dtype: str = "float32", backend: str = "cpu", impls=IMPLS,
+              min_time: float = 2.0, rounds: int = 1, roofline: bool = True, timeout: float = 600,
+              log: Callable[[str], Any] = print) -> dict:
     """Run the measurements; return the results dict that ``--json`` writes."""
     notes = []
     skip = {}
@@ -387,7 +392,7 @@ def _versions():
     return out
 
 
-def format_table(res):
+def format_table(res: dict) -> str:
     """The results as a Markdown table."""
     def f(v, fmt):
         return "–" if v is None else format(v, fmt)
@@ -412,7 +417,7 @@ def _size_label(size):
     return f"{size}\n({T}, {B}, {n_in}{' ids' if ids else ''}, {H}, {n_out})"
 
 
-def plot(res, path):
+def plot(res: dict, path: str) -> None:
     """Grouped bars of GFLOP/s per size and implementation, with the roofline."""
     import matplotlib
     matplotlib.use("Agg")
@@ -442,7 +447,8 @@ def plot(res, path):
     plt.close(fig)
 
 
-def main(args) -> int:
+def main(args: argparse.Namespace) -> int:
+    """Run ``fastbptt bench`` with parsed ``args``; the exit status."""
     from .cli import CLIError
     sizes = _parse_list("sizes", args.sizes, tuple(SIZES))
     impls = _parse_list("impls", args.impls, IMPLS)
@@ -458,11 +464,14 @@ def main(args) -> int:
             check_output_path(opt, path)          # before the run, not after it
     if args.plot and not _available("matplotlib"):
         raise CLIError("--plot needs matplotlib, which is not installed: pip install 'fastbptt[plot]'")
+    from .cli import measurement_metadata
+    meta = measurement_metadata(getattr(args, "command_line", "fastbptt bench"))
     print(f"fastbptt bench: sizes {', '.join(sizes)}; {args.dtype}; backend {args.backend}; "
           f"{n_cores()} cores; each measurement in its own process", flush=True)
     res = run_bench(sizes, args.dtype, args.backend, impls, args.min_time, args.rounds,
                     not args.no_roofline, args.timeout,
                     log=lambda s: print(s, file=sys.stderr, flush=True))
+    res["meta"] = measurement_metadata(meta["command"], meta)
     print(format_table(res))
     if args.json:
         try:

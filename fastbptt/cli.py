@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import shlex
 import sys
 
 # name -> (module, one-line help)
@@ -50,6 +51,25 @@ def check_output_path(option: str, path: str) -> None:
         raise CLIError(f"{option} {path}: not writable")
 
 
+def measurement_metadata(command: str, started: dict | None = None) -> dict:
+    """Where and when a figure was measured, for the JSON a measuring command writes.
+
+    Call once before measuring (``started``) and once after; the load averages of both calls
+    are kept, since figures taken on a shared machine depend on them.
+    """
+    import platform
+    import time
+
+    from .bench import _versions, cpu_model, n_cores
+    load = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    meta = dict(command=command, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                load_average_1_5_15=load, cpu=cpu_model(), cores=n_cores(),
+                python=platform.python_version(), versions=_versions())
+    if started is not None:
+        meta = dict(started, load_average_at_end=load, finished=meta["date"])
+    return meta
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     """The ``fastbptt`` parser and the subcommand modules that loaded."""
     from . import __version__
@@ -80,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         if getattr(args, "_missing", None):
             raise CLIError(args._missing)
+        args.command_line = "fastbptt " + shlex.join(argv)   # for the JSON a command writes
         return int(modules[args.command].main(args) or 0)
     except CLIError as exc:
         print(f"error: {one_line(str(exc))}", file=sys.stderr)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import codecs
 import hashlib
+import json
 import math
 import os
 import signal
@@ -30,7 +31,7 @@ import numpy as np
 
 from . import api
 from . import corpus as corpus_mod
-from .cli import CLIError, check_output_path, plural
+from .cli import CLIError, check_output_path, measurement_metadata, plural
 from .stream import TBPTTStream, batch_stream
 
 CHECKPOINT_FORMAT = "fastbptt-charlm-1"
@@ -72,7 +73,7 @@ def _encoding(s):
         raise argparse.ArgumentTypeError(f"unknown encoding {s!r} (e.g. utf-8, latin-1, cp1252)") from None
 
 
-def configure_parser(parser):
+def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add ``fastbptt train``'s options to ``parser``."""
     a = parser.add_argument
     a("--text", metavar="FILE", help="train on this text file, UTF-8 unless --encoding says "
@@ -105,6 +106,8 @@ def configure_parser(parser):
     a("--temperature", type=_float_pos(), default=0.8, help="sampling temperature (default 0.8)")
     a("--plot", metavar="FILE.png",
       help="save the loss curve to this image (needs matplotlib: pip install 'fastbptt[plot]')")
+    a("--json", metavar="FILE.json",
+      help="write a summary (the loss of every step, times, the final sample) as JSON")
     a("--threads", type=_int_at_least(1), default=1,
       help="BLAS threads (default 1: the products here are small, and extra threads only "
       "contend on a busy machine; needs threadpoolctl, else the BLAS default is kept)")
@@ -112,7 +115,7 @@ def configure_parser(parser):
 
 
 # --------------------------------------------------------------------------- data
-def load_corpus(path, encoding="utf-8"):
+def load_corpus(path: str | None, encoding: str = "utf-8") -> tuple[str, str]:
     """(text, name) of the training text; CLIError when it is missing, empty or undecodable."""
     if path is None:
         text = corpus_mod.stdlib_docstrings()
@@ -137,7 +140,7 @@ def load_corpus(path, encoding="utf-8"):
     return text, path
 
 
-def make_streams(ids, batch, bptt):
+def make_streams(ids: np.ndarray, batch: int, bptt: int) -> np.ndarray:
     """Cut ``ids`` into ``batch`` contiguous streams: data [L, batch] (time-major)."""
     L = len(ids) // batch                            # ids per stream; L - 1 predicting steps
     if L - 1 < bptt:
@@ -157,14 +160,14 @@ class State:
         self.step, self.pos, self.losses = step, pos, losses
 
 
-def new_opt_state(kind, params):
+def new_opt_state(kind: str, params: dict) -> dict:
     if kind == "adam":
         return {**{f"m_{k}": np.zeros_like(v) for k, v in params.items()},
                 **{f"v_{k}": np.zeros_like(v) for k, v in params.items()}}
     return {f"g2_{k}": np.zeros_like(v) for k, v in params.items()}
 
 
-def clip_global_norm(grads, max_norm):
+def clip_global_norm(grads: dict, max_norm: float) -> tuple[dict, float]:
     """Scale the gradients so their global L2 norm is at most max_norm (0: no clipping)."""
     norm = math.sqrt(sum(float(np.vdot(grads[k], grads[k])) for k in PARAM_KEYS))
     if max_norm > 0 and norm > max_norm:
@@ -173,7 +176,7 @@ def clip_global_norm(grads, max_norm):
     return grads, norm
 
 
-def apply_update(kind, params, opt, grads, lr, t):
+def apply_update(kind: str, params: dict, opt: dict, grads: dict, lr: float, t: int) -> tuple[dict, dict]:
     """New (params, opt) after one Adam or Adagrad step; the inputs are left untouched."""
     newp, newo = {}, {}
     for k in PARAM_KEYS:
@@ -193,7 +196,7 @@ def apply_update(kind, params, opt, grads, lr, t):
     return newp, newo
 
 
-def train_step(state, data, cfg):
+def train_step(state: State, data: np.ndarray, cfg: dict) -> State:
     """One interval: loss and gradients from fastbptt, clipping, the optimizer. A new State."""
     # the streaming helper walks the streams; State keeps its position and carried state so
     # a step stays one rebinding (Ctrl-C safe) and a checkpoint can resume mid-pass
@@ -211,7 +214,8 @@ def train_step(state, data, cfg):
 
 
 # --------------------------------------------------------------------------- sampling
-def sample(params, vocab, n, temperature, rng, seed_char="\n"):
+def sample(params: dict, vocab: str, n: int, temperature: float, rng: np.random.Generator,
+           seed_char: str = "\n") -> str:
     """``n`` characters drawn from the model, one at a time, starting after ``seed_char``."""
     U, W, b, V, c = (params[k].astype(np.float64) for k in PARAM_KEYS)
     index = {ch: i for i, ch in enumerate(vocab)}
@@ -231,12 +235,12 @@ def sample(params, vocab, n, temperature, rng, seed_char="\n"):
 
 
 # --------------------------------------------------------------------------- checkpoints
-def text_digest(text):
+def text_digest(text: str) -> str:
     """SHA-256 of the training text: a checkpoint's streams continue only on the same text."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def save_checkpoint(path, state, cfg, vocab, digest=""):
+def save_checkpoint(path: str, state: State, cfg: dict, vocab: str, digest: str = "") -> None:
     """Write ``state`` atomically to ``path`` (a temporary file, then a rename)."""
     arrays = {k: state.params[k] for k in PARAM_KEYS}
     arrays.update({f"opt_{k}": v for k, v in state.opt.items()})
@@ -256,7 +260,7 @@ def save_checkpoint(path, state, cfg, vocab, digest=""):
         raise CLIError(f"--save {path}: cannot write the checkpoint: {exc.strerror or exc}") from None
 
 
-def load_checkpoint(path):
+def load_checkpoint(path: str) -> dict:
     """The checkpoint's arrays as a dict; CLIError if it is missing, corrupt or not ours."""
     if not os.path.isfile(path):
         raise CLIError(f"--resume {path}: no such file")
@@ -320,13 +324,13 @@ def _scalar(ck, key, lo, real=False):
 
 
 # --------------------------------------------------------------------------- report
-def smoothed(losses, n=50):
+def smoothed(losses: list[float], n: int = 50) -> float:
     """Mean of the last n losses (the figure the summary reports)."""
     tail = losses[-n:]
     return float(np.mean(tail)) if tail else float("nan")
 
 
-def plot_losses(path, losses, title, vocab_size):
+def plot_losses(path: str, losses: list[float], title: str, vocab_size: int) -> None:
     """Save the loss curve, its running mean and the uniform-guess level ln(vocab) to ``path``."""
     import matplotlib
     matplotlib.use("Agg")
@@ -443,6 +447,8 @@ def _output_paths(args):
     save_path = None if args.no_save else (args.save or args.resume or "charlm.npz")
     if save_path:
         check_output_path("--save" if args.save or not args.resume else "--resume", save_path)
+    if args.json:
+        check_output_path("--json", args.json)
     if args.plot:
         check_output_path("--plot", args.plot)
         try:
@@ -452,9 +458,11 @@ def _output_paths(args):
     return save_path
 
 
-def main(args) -> int:
+def main(args: argparse.Namespace) -> int:
     """Run ``fastbptt train`` with parsed ``args``; the exit status (130 after Ctrl-C, 143 after SIGTERM)."""
+    t_start = time.perf_counter()
     save_path = _output_paths(args)
+    meta = measurement_metadata(getattr(args, "command_line", "fastbptt train")) if args.json else None
     ck = load_checkpoint(args.resume) if args.resume else None
     text, name = load_corpus(args.text, args.encoding)
     cfg = _settings(args, ck)
@@ -541,9 +549,9 @@ def main(args) -> int:
         save_checkpoint(save_path, state, cfg, vocab, digest)
     done = state.step - first_step
     losses = state.losses[:state.step]
+    final_sample = sample(state.params, vocab, args.sample_len, args.temperature, rng) if losses else ""
     if losses:
-        print(f"--- sample (temperature {args.temperature:g}) ---\n"
-              + sample(state.params, vocab, args.sample_len, args.temperature, rng))
+        print(f"--- sample (temperature {args.temperature:g}) ---\n" + final_sample)
     if args.plot and losses:
         plot_losses(args.plot, losses, f"fastbptt train: {name} (hidden {H}, {B}x{cfg['bptt']})", len(vocab))
     cps = done * chars_per_step / elapsed if elapsed > 0 else float("nan")
@@ -553,6 +561,19 @@ def main(args) -> int:
           f"{plural(min(50, len(losses)), 'step')}, nats/char) at step {state.step}"
           + (f"; checkpoint {save_path}" if save_path else "")
           + (f"; plot {args.plot}" if args.plot and losses else ""), flush=True)
+    if args.json:
+        summary = dict(meta=measurement_metadata(meta["command"], meta), corpus=name,
+                       characters=len(text), vocab_size=len(vocab),
+                       config=dict(cfg, steps=args.steps, seed=args.seed, temperature=args.temperature),
+                       first_step=first_step, last_step=state.step, losses=[round(v, 6) for v in losses],
+                       train_seconds=elapsed, total_seconds=time.perf_counter() - t_start,
+                       chars_per_second=cps, stopped_by=None if stopped is None else signal.Signals(stopped).name,
+                       final_sample=final_sample)
+        try:
+            with open(args.json, "w", encoding="utf-8") as f:
+                json.dump(summary, f, indent=1)
+        except OSError as exc:
+            raise CLIError(f"--json {args.json}: cannot write: {exc.strerror or exc}") from None
     return 128 + int(stopped) if stopped is not None else 0
 
 
