@@ -51,6 +51,11 @@ def check_output_path(option: str, path: str) -> None:
         raise CLIError(f"{option} {path}: not writable")
 
 
+# environment variables that change a timing: kept with it
+THREAD_ENV = ("FASTBPTT_BLAS", "FASTBPTT_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+              "OMP_NUM_THREADS", "NUMBA_NUM_THREADS")
+
+
 def measurement_metadata(command: str, started: dict | None = None) -> dict:
     """Where and when a figure was measured, for the JSON a measuring command writes.
 
@@ -62,6 +67,9 @@ def measurement_metadata(command: str, started: dict | None = None) -> dict:
 
     from .bench import _versions, cpu_model, n_cores
     load = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    env = {k: os.environ[k] for k in THREAD_ENV if k in os.environ}
+    if env and started is None:     # a command line reproduces the run only with these
+        command = " ".join(f"{k}={v}" for k, v in env.items()) + " " + command
     meta = dict(command=command, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                 load_average_1_5_15=load, cpu=cpu_model(), cores=n_cores(),
                 python=platform.python_version(), versions=_versions())

@@ -72,7 +72,7 @@ def _deviation(cos, rel):
     if rel == 0:
         return "1 / 0"
     if cos > 0.99999:
-        return f"{cos:.6f} / {rel:.0e}"
+        return f"{cos:.6f} / " + re.sub(r"e([+-])0*(\d)", r"e\1\2", f"{rel:.0e}")
     return f"{cos:.3f} / {rel:.2f}"
 
 
@@ -213,7 +213,7 @@ def train(js):
            f"{c['temperature']:g}):",
            "",
            "```",
-           js["final_sample"].rstrip("\n"),
+           js["final_sample"].strip("\n"),
            "```",
            "",
            provenance(js["meta"])]
