@@ -29,6 +29,20 @@ class _Parser(argparse.ArgumentParser):
         raise CLIError(f"{self.prog}: {message}")
 
 
+def int_at_least(lo: int):
+    """An argparse ``type``: an integer >= ``lo``, with a message saying so otherwise."""
+    def parse(s):
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {lo}; got {s!r}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {lo}; got {v}")
+        return v
+    parse.__name__ = "int"
+    return parse
+
+
 def one_line(text: str) -> str:
     """``text`` with line breaks, control characters and surrogates escaped as in a repr."""
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from .cli import int_at_least
+
 INPUT_KINDS = ("onehot", "float", "embed")
 
 
@@ -413,20 +415,7 @@ def plot(result: dict, path: str) -> str:
 
 
 # --------------------------------------------------------------------------- CLI
-def _int_at_least(lo):
-    def parse(text):
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {lo}; got {text!r}") from None
-        if v < lo:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {lo}; got {text!r}")
-        return v
-    parse.__name__ = "int"
-    return parse
-
-
-_positive_int = _int_at_least(1)
+_positive_int = int_at_least(1)
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -443,7 +432,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     a("--dtype", default="float32", choices=("float32", "float64"))
     a("--backend", default="cpu", choices=("cpu", "cuda"))
     a("--repeat", type=_positive_int, default=1, help="timed runs per setting; the best is shown (default 1)")
-    a("--seed", type=_int_at_least(0), default=0, help="data and initialisation seed (default 0)")
+    a("--seed", type=int_at_least(0), default=0, help="data and initialisation seed (default 0)")
     a("--json", metavar="PATH", help="write the results as JSON")
     a("--plot", metavar="FILE.png", help="draw memory, time and gradient error against the interval")
 

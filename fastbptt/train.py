@@ -32,6 +32,7 @@ import numpy as np
 from . import api
 from . import corpus as corpus_mod
 from .cli import CLIError, check_output_path, measurement_metadata, plural
+from .cli import int_at_least as _int_at_least
 from .stream import TBPTTStream, batch_stream
 
 CHECKPOINT_FORMAT = "fastbptt-charlm-1"
@@ -40,19 +41,6 @@ DEFAULT_LR = {"adam": 2e-3, "adagrad": 0.1}
 PARAM_KEYS = ("U", "W", "b", "V", "c")
 
 # --------------------------------------------------------------------------- arguments
-def _int_at_least(lo):
-    def parse(s):
-        try:
-            v = int(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {lo}; got {s!r}") from None
-        if v < lo:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {lo}; got {v}")
-        return v
-    parse.__name__ = "int"
-    return parse
-
-
 def _float_pos(allow_zero=False):
     def parse(s):
         try:

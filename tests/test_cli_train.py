@@ -131,23 +131,39 @@ def test_corrupt_checkpoints(text_file, tmp_path, capsys):
         assert_one_line_error(code, err, "--resume")
 
 
-def test_ctrl_c_stops_cleanly_and_saves(text_file, tmp_path, capsys, monkeypatch):
+def _on_fourth_engine_call(monkeypatch, action):
+    """Run ``action()`` at the start of the 4th loss_and_grad call train's stream makes."""
     calls = {"n": 0}
     from fastbptt import stream
     real = stream.loss_and_grad
 
-    def interrupted(*a, **k):
+    def patched(*a, **k):
         calls["n"] += 1
         if calls["n"] == 4:
-            raise KeyboardInterrupt
+            action()
         return real(*a, **k)
 
-    monkeypatch.setattr(stream, "loss_and_grad", interrupted)   # the call train's stream makes
+    monkeypatch.setattr(stream, "loss_and_grad", patched)
+
+
+def _raise_keyboard_interrupt():
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("action, code, said", [
+    (_raise_keyboard_interrupt, 130, "interrupted at step 3"),
+    # what a cluster scheduler sends before killing a job
+    (lambda: os.kill(os.getpid(), signal.SIGTERM), 143, "terminated (SIGTERM) at step 3"),
+], ids=["ctrl-c", "sigterm"])
+def test_a_signal_stops_cleanly_and_saves(text_file, tmp_path, capsys, monkeypatch, action, code, said):
+    _on_fourth_engine_call(monkeypatch, action)
+    before = signal.getsignal(signal.SIGTERM)
     ck = str(tmp_path / "ck.npz")
-    code, out, err = run(["--text", text_file, "--steps", "50", "--save", ck] + TINY, capsys)
-    assert code == 130
-    assert "Traceback" not in err and "interrupted at step 3" in err
+    rc, out, err = run(["--text", text_file, "--steps", "50", "--save", ck] + TINY, capsys)
+    assert rc == code
+    assert "Traceback" not in err and said in err
     assert int(np.load(ck)["step"]) == 3 and "done: 3 steps" in out
+    assert signal.getsignal(signal.SIGTERM) is before     # the handler is put back
 
 
 def test_python_dash_m_works(text_file, tmp_path):
@@ -201,27 +217,6 @@ def test_conflicting_and_unwritable_outputs(text_file, tmp_path, capsys):
         assert_one_line_error(code, err, "--save", "not writable")
     finally:
         ro.chmod(0o700)
-
-
-def test_sigterm_saves_like_ctrl_c(text_file, tmp_path, capsys, monkeypatch):
-    calls = {"n": 0}
-    from fastbptt import stream
-    real = stream.loss_and_grad
-
-    def terminated(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            os.kill(os.getpid(), signal.SIGTERM)           # what a scheduler sends before killing
-        return real(*a, **k)
-
-    monkeypatch.setattr(stream, "loss_and_grad", terminated)
-    before = signal.getsignal(signal.SIGTERM)
-    ck = str(tmp_path / "ck.npz")
-    code, out, err = run(["--text", text_file, "--steps", "50", "--save", ck] + TINY, capsys)
-    assert code == 143
-    assert "Traceback" not in err and "terminated (SIGTERM) at step 3" in err
-    assert int(np.load(ck)["step"]) == 3 and "done: 3 steps" in out
-    assert signal.getsignal(signal.SIGTERM) is before     # the handler is put back
 
 
 def test_sigterm_in_a_real_process_exits_143_after_saving(text_file, tmp_path):
