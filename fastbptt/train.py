@@ -565,11 +565,18 @@ def main(args: argparse.Namespace) -> int:
     return 128 + int(stopped) if stopped is not None else 0
 
 
+_UNSET = object()
+
+
 def _install(signum, handler):
-    """Set a signal handler where Python allows it (the main thread); the previous one, or None."""
-    if handler is None:
-        return None
+    """Set a signal handler where Python allows it (the main thread); returns the previous one.
+
+    Returns ``_UNSET`` where nothing was installed, and passing ``_UNSET`` back does nothing.
+    """
+    if handler is _UNSET:
+        return _UNSET
     try:
-        return signal.signal(signum, handler)
+        old = signal.signal(signum, handler)
     except ValueError:                                  # not the main thread: leave signals alone
-        return None
+        return _UNSET
+    return signal.SIG_DFL if old is None else old       # None: a handler not set from Python

@@ -323,3 +323,17 @@ def test_plot_labels_the_uniform_guess_line(tmp_path, monkeypatch):
     train.plot_losses(str(tmp_path / "l.png"), [3.3, 3.0, 2.5, 2.0], "t", vocab_size=28)
     labels = [t.get_text() for t in figs[0].axes[0].get_legend().get_texts()]
     assert any(lb.startswith("ln 28 = 3.33") for lb in labels), labels
+
+
+def test_runs_are_deterministic(text_file, tmp_path, capsys):
+    """The README says a run gives the same losses and samples every time."""
+    outs = []
+    for name in ("a", "b"):
+        ck = str(tmp_path / f"{name}.npz")
+        code, out, _ = run(["--text", text_file, "--steps", "6", "--save", ck] + TINY, capsys)
+        assert code == 0
+        outs.append((np.load(ck), out.split("--- sample")[1].split("\ndone:")[0]))
+    (a, sa), (b, sb) = outs
+    for k in ("U", "W", "V", "h", "losses"):
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert sa == sb
