@@ -65,9 +65,9 @@ def check_output_path(option: str, path: str) -> None:
         raise CLIError(f"{option} {path}: not writable")
 
 
-# environment variables that change a timing: kept with it
+# environment variables that change a timing (threads, BLAS, a cold or warm compile cache)
 THREAD_ENV = ("FASTBPTT_BLAS", "FASTBPTT_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-              "OMP_NUM_THREADS", "NUMBA_NUM_THREADS")
+              "OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "NUMBA_CACHE_DIR")
 
 
 def measurement_metadata(command: str, started: dict | None = None) -> dict:

@@ -172,6 +172,18 @@ def bench_dtype(js64, js32):
     return s + ".\n\n" + provenance(meta)
 
 
+@renderer("first_call")
+def first_call(cold, warm):
+    """Two ``fastbptt bench --json`` runs sharing a new ``NUMBA_CACHE_DIR``: compile, then load."""
+    c, w = cold["rows"][0], warm["rows"][0]
+    load = [js["meta"].get("load_average_1_5_15") for js in (cold, warm)]
+    at = f", at load average {load[0][0]:.1f} and {load[1][0]:.1f}" if all(load) else ""
+    return (f"First call in a fresh process ({c['size']} size, `{c['impl']}`): {c['first_s']:.1f} s with an "
+            f"empty Numba cache (everything compiles), {w['first_s']:.2f} s with the cache warm{at}; "
+            "`import fastbptt` compiles nothing (`test_nothing_compiles_at_import`).\n\n"
+            + provenance(cold["meta"]) + "\n" + provenance(warm["meta"]))
+
+
 @renderer("adapters")
 def adapters(js):
     """``pytest bench/bench_compat.py --benchmark-json``: original against adapter per script."""
