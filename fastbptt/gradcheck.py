@@ -1,6 +1,7 @@
 """Finite-difference gradient checks in float64, for users to check their own models."""
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -65,7 +66,9 @@ def _check_args(fun, params, keys, directions, elements, eps, tol):
     return keys
 
 
-def gradcheck(fun, params, *, keys=None, directions=4, elements=16, eps=2e-4, seed=None, tol=1e-6):
+def gradcheck(fun: Callable[[dict], tuple[float, dict]], params: dict, *, keys: Iterable[str] | None = None,
+              directions: int = 4, elements: int = 16, eps: float = 2e-4,
+              seed: int | None = None, tol: float = 1e-6) -> GradcheckResult:
     """Compare a function's analytic gradient with central differences in float64.
 
     Parameters
@@ -85,7 +88,7 @@ def gradcheck(fun, params, *, keys=None, directions=4, elements=16, eps=2e-4, se
     elements : int
         Entries sampled per parameter and checked one by one (relative to the entry, or to
         1e-2 of the parameter's largest gradient entry when the entry is tiny: differences
-        carry a round-off of about 1e-16·|L|/eps, which swamps entries far below the largest).
+        carry a round-off of about ``1e-16·|L|/eps``, which swamps entries far below the largest).
     eps : float
         Step of the (fourth-order, five-point) central difference.
     seed : int, optional

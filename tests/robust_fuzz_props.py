@@ -1,4 +1,4 @@
-"""The fuzz properties of issue 7, run by tests/test_robust_fuzz.py in a child pytest.
+"""The fuzz properties, run by tests/test_robust_fuzz.py in a child pytest.
 
 Not named test_*.py on purpose: the default run does not collect it in-process, where a
 crash in compiled code would kill pytest; ``test_fuzz_in_a_child_process`` runs
