@@ -36,9 +36,11 @@ from .cli import int_at_least as _int_at_least
 from .stream import TBPTTStream, batch_stream
 
 CHECKPOINT_FORMAT = "fastbptt-charlm-1"
-DEFAULTS = dict(hidden=128, batch=32, bptt=32, optimizer="adam", dtype="float32", clip=5.0)
+DEFAULTS = dict(hidden=128, batch=32, bptt=32, optimizer="adam", dtype="float32", clip=5.0,
+                cell="rnn")
 DEFAULT_LR = {"adam": 2e-3, "adagrad": 0.1}
-PARAM_KEYS = ("U", "W", "b", "V", "c")
+PARAM_KEYS = ("U", "W", "b", "V", "c")     # every cell's; the GRU adds "bn"
+STATE_KEYS = ("h0", "c0")
 
 # --------------------------------------------------------------------------- arguments
 def _float_pos(allow_zero=False):
@@ -72,6 +74,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
       help="training steps (intervals of --batch x --bptt characters) to run (default 4000, "
       "about a minute on 2 cores)")
     a("--hidden", type=_int_at_least(1), default=None, help=f"hidden units (default {DEFAULTS['hidden']})")
+    a("--cell", choices=("rnn", "lstm", "gru"), default=None,
+      help="recurrent cell (default rnn, the Elman RNN; a checkpoint keeps its own)")
     a("--batch", type=_int_at_least(1), default=None,
       help=f"parallel streams over the text (default {DEFAULTS['batch']})")
     a("--bptt", type=_int_at_least(1), default=None,
@@ -157,17 +161,18 @@ def new_opt_state(kind: str, params: dict) -> dict:
 
 def clip_global_norm(grads: dict, max_norm: float) -> tuple[dict, float]:
     """Scale the gradients so their global L2 norm is at most max_norm (0: no clipping)."""
-    norm = math.sqrt(sum(float(np.vdot(grads[k], grads[k])) for k in PARAM_KEYS))
+    keys = [k for k in grads if k not in STATE_KEYS]
+    norm = math.sqrt(sum(float(np.vdot(grads[k], grads[k])) for k in keys))
     if max_norm > 0 and norm > max_norm:
         s = max_norm / (norm + 1e-12)
-        return {k: grads[k] * s for k in PARAM_KEYS}, norm
+        return {k: grads[k] * s for k in keys}, norm
     return grads, norm
 
 
 def apply_update(kind: str, params: dict, opt: dict, grads: dict, lr: float, t: int) -> tuple[dict, dict]:
     """New (params, opt) after one Adam or Adagrad step; the inputs are left untouched."""
     newp, newo = {}, {}
-    for k in PARAM_KEYS:
+    for k in params:
         g = grads[k]
         if kind == "adam":
             b1, b2, eps = 0.9, 0.999, 1e-8
@@ -188,9 +193,10 @@ def train_step(state: State, data: np.ndarray, cfg: dict) -> State:
     """One interval: loss and gradients from fastbptt, clipping, the optimizer. A new State."""
     # the streaming helper walks the streams; State keeps its position and carried state so
     # a step stays one rebinding (Ctrl-C safe) and a checkpoint can resume mid-pass
-    stream = TBPTTStream(data, cfg["bptt"], h0=state.h, pos=state.pos, drop_last=True, reduction="mean")
+    stream = TBPTTStream(data, cfg["bptt"], h0=state.h, pos=state.pos, drop_last=True,
+                         reduction="mean", cell=cfg.get("cell", "rnn"))
     if stream.done():                                # end of the streams: next epoch, fresh state
-        stream.reset(np.zeros_like(state.h))
+        stream.reset(None)
     loss, grads, h_last = stream.step(state.params)
     grads, _ = clip_global_norm(grads, cfg["clip"])
     params, opt = apply_update(cfg["optimizer"], state.params, state.opt, grads, cfg["lr"], state.step + 1)
@@ -203,21 +209,24 @@ def train_step(state: State, data: np.ndarray, cfg: dict) -> State:
 
 # --------------------------------------------------------------------------- sampling
 def sample(params: dict, vocab: str, n: int, temperature: float, rng: np.random.Generator,
-           seed_char: str = "\n") -> str:
+           seed_char: str = "\n", cell: str = "rnn") -> str:
     """``n`` characters drawn from the model, one at a time, starting after ``seed_char``."""
-    U, W, b, V, c = (params[k].astype(np.float64) for k in PARAM_KEYS)
+    from .cells import get as get_cell
+    step = get_cell(cell).ref.forward                # the cell's NumPy step (fastbptt/cells/)
+    p = {k: v.astype(np.float64) for k, v in params.items()}
     index = {ch: i for i, ch in enumerate(vocab)}
     x = index.get(seed_char, 0)
-    h = np.zeros(W.shape[0])
+    H = p["W"].shape[1]
+    state = (np.zeros((1, H)),) * (2 if cell == "lstm" else 1)
     out = []
     for _ in range(n):
-        h = np.tanh(U[:, x] + W @ h + b)
-        o = (V @ h + c) / temperature
-        p = np.exp(o - o.max())
-        p /= p.sum()
-        if not np.all(np.isfinite(p)):               # a diverged model: say so, don't crash
+        state, _ = step((p["U"][:, x] + p["b"])[None], state, p["W"], p, "tanh")
+        o = (p["V"] @ state[0][0] + p["c"]) / temperature
+        e = np.exp(o - o.max())
+        e /= e.sum()
+        if not np.all(np.isfinite(e)):               # a diverged model: say so, don't crash
             return "(no sample: the model's outputs are not finite)"
-        x = int(rng.choice(len(vocab), p=p))
+        x = int(rng.choice(len(vocab), p=e))
         out.append(vocab[x])
     return "".join(out)
 
@@ -230,11 +239,13 @@ def text_digest(text: str) -> str:
 
 def save_checkpoint(path: str, state: State, cfg: dict, vocab: str, digest: str = "") -> None:
     """Write ``state`` atomically to ``path`` (a temporary file, then a rename)."""
-    arrays = {k: state.params[k] for k in PARAM_KEYS}
+    arrays = dict(state.params)
     arrays.update({f"opt_{k}": v for k, v in state.opt.items()})
+    h = state.h if isinstance(state.h, tuple) else (state.h,)
     arrays.update(
         format=np.array(CHECKPOINT_FORMAT), vocab=np.array([ord(ch) for ch in vocab], dtype=np.int64),
-        h=state.h, step=np.int64(state.step), pos=np.int64(state.pos),
+        cell=np.array(cfg.get("cell", "rnn")), h=h[0], **({"c_state": h[1]} if len(h) == 2 else {}),
+        step=np.int64(state.step), pos=np.int64(state.pos),
         losses=np.asarray(state.losses[:state.step], dtype=np.float64),
         optimizer=np.array(cfg["optimizer"]), lr=np.float64(cfg["lr"]), clip=np.float64(cfg["clip"]),
         batch=np.int64(cfg["batch"]), bptt=np.int64(cfg["bptt"]), text_sha256=np.array(digest),
@@ -273,17 +284,26 @@ def load_checkpoint(path: str) -> dict:
         if ck["vocab"].ndim != 1 or ck["vocab"].dtype.kind not in "iu":
             raise ValueError("vocab must be a 1-d array of code points")
         vocab = "".join(chr(int(i)) for i in ck["vocab"])
-        params = {k: np.ascontiguousarray(ck[k]) for k in PARAM_KEYS}
+        cell = str(ck.get("cell", "rnn"))          # checkpoints before the cells were Elman
+        if cell not in ("rnn", "lstm", "gru"):
+            raise ValueError(f"unknown cell {cell!r}")
+        from .cells import get as get_cell
+        cl = get_cell(cell)
+        params = {k: np.ascontiguousarray(ck[k]) for k in PARAM_KEYS + cl.extra if k in ck}
+        if set(params) != set(PARAM_KEYS + cl.extra):
+            raise ValueError(f"missing {sorted(set(PARAM_KEYS + cl.extra) - set(params))}")
         if params["W"].ndim != 2:
             raise ValueError(f"W must be 2-d; got shape {params['W'].shape}")
-        H, n_v = params["W"].shape[0], len(vocab)
-        shapes = {"U": (H, n_v), "W": (H, H), "b": (H,), "V": (n_v, H), "c": (n_v,)}
-        dts = {params[k].dtype for k in PARAM_KEYS}
+        H, n_v = params["W"].shape[1], len(vocab)
+        shapes = dict(cl.shapes(n_v, H), V=(n_v, H), c=(n_v,))
+        dts = {a.dtype for a in params.values()}
         opt_kind = str(ck["optimizer"])
         if (any(params[k].shape != s for k, s in shapes.items()) or len(dts) != 1
                 or dts.pop() not in (np.dtype(np.float32), np.dtype(np.float64))
                 or opt_kind not in DEFAULT_LR or ck["h"].shape != (batch, H)
-                or ck["h"].dtype.kind != "f"):
+                or ck["h"].dtype.kind != "f"
+                or (cl.S == 2) != ("c_state" in ck)
+                or ("c_state" in ck and ck["c_state"].shape != (batch, H))):
             raise ValueError("inconsistent shapes")
         if ck["losses"].shape != (step,):
             raise ValueError("loss history does not match the step count")
@@ -293,7 +313,10 @@ def load_checkpoint(path: str) -> dict:
             raise ValueError("inconsistent optimizer state")
     except (ValueError, TypeError, OverflowError) as exc:
         raise CLIError(f"--resume {path}: corrupt checkpoint ({exc})") from None
-    return dict(vocab=vocab, params=params, opt=opt, h=np.ascontiguousarray(ck["h"]),
+    h = np.ascontiguousarray(ck["h"])
+    if cl.S == 2:
+        h = (h, np.ascontiguousarray(ck["c_state"]))
+    return dict(vocab=vocab, params=params, opt=opt, h=h, cell=cell,
                 step=step, pos=pos, losses=[float(v) for v in ck["losses"]],
                 optimizer=opt_kind, lr=lr, clip=clip, batch=batch, bptt=bptt,
                 text_sha256=str(ck.get("text_sha256", "")))
@@ -390,8 +413,11 @@ def _settings(args, ck):
         val = getattr(args, key)
         cfg[key] = val if val is not None else (ck[key] if ck else DEFAULTS[key])
     if ck:
-        H = ck["params"]["W"].shape[0]
+        H = ck["params"]["W"].shape[1]
         dt = str(ck["params"]["W"].dtype)
+        if args.cell is not None and args.cell != ck["cell"]:
+            raise CLIError(f"--cell {args.cell} does not match the checkpoint's {ck['cell']} cell")
+        cfg["cell"] = ck["cell"]
         if args.hidden is not None and args.hidden != H:
             raise CLIError(f"--hidden {args.hidden} does not match the checkpoint's {H} hidden units")
         if args.dtype is not None and args.dtype != dt:
@@ -401,10 +427,16 @@ def _settings(args, ck):
         cfg["hidden"], cfg["dtype"] = H, dt
         cfg["lr"] = args.lr if args.lr is not None else ck["lr"]
     else:
+        cfg["cell"] = args.cell or DEFAULTS["cell"]
         cfg["hidden"] = args.hidden if args.hidden is not None else DEFAULTS["hidden"]
         cfg["dtype"] = args.dtype or DEFAULTS["dtype"]
         cfg["lr"] = args.lr if args.lr is not None else DEFAULT_LR[cfg["optimizer"]]
     return cfg
+
+
+def _zero_state(cell, B, H, dtype):
+    """The streams' initial state as a tuple: (h,), or (h, c) for the LSTM."""
+    return tuple(np.zeros((B, H), dtype) for _ in range(2 if cell == "lstm" else 1))
 
 
 def _check_model_fits(H, V, B, k, dtype):
@@ -477,27 +509,31 @@ def main(args: argparse.Namespace) -> int:
     if ck:
         # the streams go on where they stopped on the same text cut the same way; on another
         # text or --batch, the model and optimizer go on and the streams start from the beginning
-        same = ck["h"].shape == (B, H) and ck["text_sha256"] in ("", digest)
+        h_ck = ck["h"] if isinstance(ck["h"], tuple) else (ck["h"],)
+        same = h_ck[0].shape == (B, H) and ck["text_sha256"] in ("", digest)
         if same and ck["pos"] > data.shape[0] - 1:
             if ck["text_sha256"]:
                 raise CLIError(f"--resume {args.resume}: corrupt checkpoint (pos {ck['pos']} is past the "
                                f"end of the text's {data.shape[0] - 1}-step streams)")
             same = False                               # an older checkpoint on another text
-        h = ck["h"].astype(dtype) if same else np.zeros((B, H), dtype)
+        h = tuple(a.astype(dtype) for a in h_ck) if same else _zero_state(cfg["cell"], B, H, dtype)
+        if len(h) == 1:
+            h = h[0]
         pos = ck["pos"] if same else 0
         state = State(ck["params"], ck["opt"], h, ck["step"], pos, ck["losses"])
         note = f"; resuming at step {state.step}" + ("" if same else ", streams restarted on this text")
     else:
-        params = api.init_params(len(vocab), H, len(vocab), dtype=dtype, seed=args.seed)
+        params = api.init_params(len(vocab), H, len(vocab), cell=cfg["cell"], dtype=dtype, seed=args.seed)
         # min-char-rnn style small output weights: the first loss is ~ln(vocab), a uniform guess
         params["V"] *= dtype.type(0.1)
-        state = State(params, new_opt_state(cfg["optimizer"], params), np.zeros((B, H), dtype), 0, 0, [])
+        h = _zero_state(cfg["cell"], B, H, dtype)
+        state = State(params, new_opt_state(cfg["optimizer"], params), h[0] if len(h) == 1 else h, 0, 0, [])
 
     rng = np.random.default_rng(args.seed + state.step)
     chars_per_step = B * cfg["bptt"]
     first_step = state.step
     print(f"fastbptt train: {name}, {plural(len(text), 'character')}, vocabulary {len(vocab)}; "
-          f"hidden {H}, {B} streams x {cfg['bptt']}-step intervals, {cfg['optimizer']} lr {cfg['lr']:g}, "
+          f"{cfg['cell']} cell, hidden {H}, {B} streams x {cfg['bptt']}-step intervals, {cfg['optimizer']} lr {cfg['lr']:g}, "
           f"clip {cfg['clip']:g}, {cfg['dtype']}" + note, flush=True)
 
     bar = _Progress(first_step + args.steps, first_step, enabled=not args.no_progress)
@@ -516,7 +552,7 @@ def main(args: argparse.Namespace) -> int:
             bar.update(smoothed(state.losses, 20), done * chars_per_step / max(el, 1e-9))
             if args.sample_every and done % args.sample_every == 0 and state.step < first_step + args.steps:
                 bar.write(f"--- sample at step {state.step} (loss {smoothed(state.losses):.3f}) ---\n"
-                          + sample(state.params, vocab, args.sample_len, args.temperature, rng))
+                          + sample(state.params, vocab, args.sample_len, args.temperature, rng, cell=cfg["cell"]))
             if save_path and args.save_every and done % args.save_every == 0:
                 save_checkpoint(save_path, state, cfg, vocab, digest)
     except KeyboardInterrupt:
@@ -537,7 +573,7 @@ def main(args: argparse.Namespace) -> int:
         save_checkpoint(save_path, state, cfg, vocab, digest)
     done = state.step - first_step
     losses = state.losses[:state.step]
-    final_sample = sample(state.params, vocab, args.sample_len, args.temperature, rng) if losses else ""
+    final_sample = sample(state.params, vocab, args.sample_len, args.temperature, rng, cell=cfg["cell"]) if losses else ""
     if losses:
         print(f"--- sample (temperature {args.temperature:g}) ---\n" + final_sample)
     if args.plot and losses:

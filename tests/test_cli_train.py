@@ -337,3 +337,23 @@ def test_runs_are_deterministic(text_file, tmp_path, capsys):
     for k in ("U", "W", "V", "h", "losses"):
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     assert sa == sb
+
+
+@pytest.mark.parametrize("cell,state", [("lstm", ("h", "c_state")), ("gru", ("h", "bn"))])
+def test_cells_train_resume_exactly_and_refuse_another_cell(cell, state, text_file, tmp_path, capsys):
+    a, b = str(tmp_path / "a.npz"), str(tmp_path / "b.npz")
+    common = ["--text", text_file, "--lr", "0.01", "--cell", cell] + TINY
+    code, out, _ = run(common + ["--steps", "8", "--save", a], capsys)
+    assert code == 0 and f"{cell} cell" in out
+    assert run(common + ["--steps", "5", "--save", b], capsys)[0] == 0
+    code, out, _ = run(common + ["--steps", "3", "--resume", b, "--save", b], capsys)
+    assert code == 0 and "resuming at step 5" in out
+    za, zb = np.load(a), np.load(b)
+    assert str(zb["cell"]) == cell
+    for k in ("U", "W", "b", "V", "c", "losses") + state:
+        np.testing.assert_array_equal(za[k], zb[k], err_msg=k)
+    losses = za["losses"]
+    assert losses[-1] < losses[0]
+    other = "gru" if cell == "lstm" else "lstm"
+    code, _, err = run(["--text", text_file, "--steps", "1", "--resume", b, "--cell", other] + TINY, capsys)
+    assert_one_line_error(code, err, "--cell", cell)
