@@ -229,6 +229,15 @@ class CudaOps(Device):
         if dx is not None:                       # dE[id] += delta U, repeated ids add
             self.rows(self.arr.scatter_add_rows, _get(g, "E"), ids, dx, dx.size)
 
+    def zero_states(self, rows, pad):
+        """rows[i, b] = 0 where pad[i, b]: whole state rows, any cell (as CpuOps.zero_states).
+
+        rows [n+1, B, K·H] (C-contiguous), pad [n+1, B] bool on the host."""
+        idx = np.flatnonzero(pad)
+        KH = rows.shape[2]
+        z = self.zeros((idx.size, KH))
+        self.rows(self.arr.scatter_rows, rows.reshape(-1, KH), self.upload(idx, np.int64), z, z.size)
+
     def capture(self, h_last, hs, t_first, sel):
         """h_last[b] = state after step last[b] for the sequences ``sel`` ending in hs.
 
