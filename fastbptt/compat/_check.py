@@ -96,3 +96,9 @@ def float64_layer(cache):
     for k in ("x", "hs", "U", "W"):
         setattr(c, k, getattr(cache, k).astype(np.float64))
     return c
+
+
+def ifog_to_ifgo(H: int) -> np.ndarray:
+    """Row/column order that turns gate blocks i, f, o, g (CS231n, Karpathy) into fastbptt's
+    i, f, g, o; it swaps the last two blocks, so it is its own inverse."""
+    return np.r_[0:2 * H, 3 * H:4 * H, 2 * H:3 * H]

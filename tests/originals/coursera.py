@@ -4,8 +4,9 @@ Column layout: ``x (n_x, m, T_x)``, ``a0 (n_a, m)``. RNN: ``Wax (n_a, n_x)``,
 ``Waa (n_a, n_a)``, ``Wya (n_y, n_a)``, ``ba (n_a, 1)``, ``by (n_y, 1)``. LSTM: ``Wf, Wi, Wc, Wo
 (n_a, n_a + n_x)`` acting on ``[a_prev; x_t]``, ``bf, bi, bc, bo (n_a, 1)``, ``Wy (n_y, n_a)``,
 ``by (n_y, 1)``. ``caches`` is ``(list of per-step caches, x)``; the backward functions take T
-from ``da``. :func:`lstm_backward` is the correct one (the gradient w.r.t. ``a`` flows between
-steps); :func:`lstm_backward_popular` is the variant of many public solutions that drops it.
+from ``da``. :func:`lstm_backward` is the correct one (the gradients w.r.t. ``a`` and ``c`` flow
+between steps); :func:`lstm_backward_popular` is the variant of many public solutions in which
+no gradient flows between steps: it reproduces the notebook's published expected output.
 """
 import numpy as np
 
@@ -135,7 +136,7 @@ def lstm_cell_backward(da_next, dc_next, cache):
     return grads
 
 
-def _lstm_backward(da, caches, carry_a):
+def _lstm_backward(da, caches, carry):
     (caches, x) = caches
     (a1, c1, a0, c0, f1, i1, cc1, o1, x1, parameters) = caches[0]
     n_a, m, T_x = da.shape
@@ -146,8 +147,10 @@ def _lstm_backward(da, caches, carry_a):
     grads = {k: np.zeros((n_a, n_a + n_x)) for k in ("dWf", "dWi", "dWc", "dWo")}
     grads.update({k: np.zeros((n_a, 1)) for k in ("dbf", "dbi", "dbc", "dbo")})
     for t in reversed(range(T_x)):
-        da_next = da[:, :, t] + da_prevt if carry_a else da[:, :, t]
-        g = lstm_cell_backward(da_next, dc_prevt, caches[t])
+        if carry:
+            g = lstm_cell_backward(da[:, :, t] + da_prevt, dc_prevt, caches[t])
+        else:
+            g = lstm_cell_backward(da[:, :, t], np.zeros((n_a, m)), caches[t])
         dx[:, :, t] = g["dxt"]
         for k in grads:
             grads[k] += g[k]
@@ -157,9 +160,9 @@ def _lstm_backward(da, caches, carry_a):
 
 
 def lstm_backward(da, caches):
-    return _lstm_backward(da, caches, carry_a=True)
+    return _lstm_backward(da, caches, carry=True)
 
 
 def lstm_backward_popular(da, caches):
-    """The widespread wrong variant: ``da_prev`` is not added to the next step's ``da``."""
-    return _lstm_backward(da, caches, carry_a=False)
+    """The widespread wrong variant: each step sees only its own ``da``, nothing from later steps."""
+    return _lstm_backward(da, caches, carry=False)
