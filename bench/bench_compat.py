@@ -179,8 +179,11 @@ def run(min_time, max_rounds, only):
             continue
         orig, new = make(sizes)
         _agree(orig, new)
+        load = os.getloadavg()[0]
         m = measure(orig, new, min_time, max_rounds)
-        res["cases"].append({"adapter": name, "timed": what, "size": label, "sizes": sizes, **m})
+        res["cases"].append({"adapter": name, "timed": what, "size": label, "sizes": sizes, **m,
+                             "loadavg": round((load + os.getloadavg()[0]) / 2, 2),
+                             "utc": time.strftime("%H:%M", time.gmtime())})
         print(f"{name:14s} {label:18s} original {m['original_ms']:9.3f} ms  fastbptt "
               f"{m['fastbptt_ms']:8.3f} ms  {m['speedup']:6.1f}x  ({m['rounds']} rounds)", flush=True)
     res["machine"]["loadavg_after"] = os.getloadavg()[0]
@@ -214,6 +217,12 @@ def main(argv=None):
         print(table(json.loads(a.out.read_text())))
         return
     res = run(a.min_time, a.max_rounds, a.only)
+    if a.only and a.out.exists():        # a partial rerun replaces only its own cases
+        old = json.loads(a.out.read_text())
+        new = {(c["adapter"], c["size"]): c for c in res["cases"]}
+        res["cases"] = [new.pop((c["adapter"], c["size"]), c) for c in old["cases"]] + list(new.values())
+        order = [(n, lbl) for n, _, lbl, _, _ in CASES]
+        res["cases"].sort(key=lambda c: order.index((c["adapter"], c["size"])))
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(res, indent=1) + "\n")
     print(table(res))
