@@ -207,7 +207,7 @@ def _worker(argv):
     setup = time.perf_counter() - t0
     first, times = _timeit(fn, min_time, 5, 2000)
     med = statistics.median(times)
-    blas = sys.modules["fastbptt.cpu"].BLAS_NAME if "fastbptt.cpu" in sys.modules else None
+    blas = sys.modules["fastbptt.cpu.blas"].BLAS_NAME if "fastbptt.cpu.blas" in sys.modules else None
     print(json.dumps(dict(ok=True, impl=impl, size=size, dtype=dtype, setup_s=setup, blas=blas,
                           first_s=first, median_s=med, min_s=min(times), reps=len(times),
                           gflops=fl / med / 1e9)))

@@ -60,7 +60,7 @@ def _ckpt_segment(checkpoint, T):
 
 
 def estimate(T, B, n_in, n_hidden, n_out, *, truncate=None, checkpoint=None, dtype=np.float32,
-             inputs="onehot", vocab_size=None, fused=None):
+             inputs="onehot", vocab_size=None, fused=None, cell="rnn"):
     """Predicted peak bytes of ``loss_and_grad`` on the CPU backend, by component.
 
     Parameters
@@ -81,6 +81,9 @@ def estimate(T, B, n_in, n_hidden, n_out, *, truncate=None, checkpoint=None, dty
         Whether the call takes the one-kernel full-BPTT path (no truncation, no
         checkpointing, no mask). Default: exactly when there is neither truncation nor
         checkpointing; pass False for a masked full-BPTT call.
+    cell : {"rnn", "lstm", "gru"}
+        The cell: its gate count G, state row width K·H, delta width D·H and state arity S
+        (:class:`fastbptt.cells.Cell`) size every buffer.
 
     Returns
     -------
@@ -98,6 +101,8 @@ def estimate(T, B, n_in, n_hidden, n_out, *, truncate=None, checkpoint=None, dty
     steps plus one segment's worth of everything else.
     """
     from ._validate import parse_truncate
+    from .cells import get as get_cell
+    cl = get_cell(cell)
     for name, v in (("T", T), ("B", B), ("n_in", n_in), ("n_hidden", n_hidden), ("n_out", n_out)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"{name} must be a positive int; got {v!r}")
@@ -114,51 +119,62 @@ def estimate(T, B, n_in, n_hidden, n_out, *, truncate=None, checkpoint=None, dty
     if fused is None:
         fused = tr is None and seg is None and checkpoint is None
     BH = B * H * it
+    GH, KH, DH, SH = cl.G * H, cl.K * H, cl.D * H, cl.S * H
     V_E = vocab_size or I
 
-    params = (H * I + H * H + H + O * H + O + (V_E * I if inputs == "embed" else 0)) * it
+    params = (GH * I + GH * H + GH + len(cl.extra) * H + O * H + O
+              + (V_E * I if inputs == "embed" else 0)) * it
     fixed = {
-        "gradients": params + B * H * it,                          # dU.. dc (dE) and dh0
-        "weight_copies": (H * H + (I * H if inputs == "onehot" else 0)) * it,   # Wᵀ, Uᵀ
+        "gradients": params + B * SH * it,                         # dU.. dc (dbn, dE) and dh0
+        "weight_copies": (I * GH if inputs == "onehot" else 0) * it,   # Uᵀ for one-hot rows
         "loss_weights": T * B * it,                                # validation: [T, B]
     }
+    if cl.S == 2:
+        fixed["initial_state"] = B * SH * it                       # [h0 | c0] in one array
 
     if fused:
         R = T * B
-        comp = {"states": (T + 1) * BH, "logits": R * O * it, "deltas": T * BH}
+        comp = {"states": (T + 1) * B * KH * it, "input_projection": R * GH * it,
+                "logits": R * O * it,
+                "deltas": R * DH * it if cl.D > 1 else 0}         # D = 1: in the projection's memory
+        if cl.split:
+            comp["recurrent_scratch"] = B * GH * it
         if inputs == "embed":
-            comp["embedded_inputs"] = 2 * R * I * it               # E[ids] and da U
-        comp["h_last"] = BH
+            comp["embedded_inputs"] = 2 * R * I * it               # E[ids] and δ U
+        comp["h_last"] = B * SH * it
         comp.update(fixed)
         comp["weight_copies"] = 0
         return _finish(comp, "backward")
 
     if seg is None:
         group = k1 * -(-k2 // k1)     # blocks whose forward pass and head run together
-        store = {"states": (min(T, hist + group) + 1) * BH}
+        store = {"states": (min(T, hist + group) + 1) * B * KH * it}
         L = min(T, k2)                # longest backward segment (one window)
         nf = min(T, group)            # steps per forward run
         nh = min(T, group)            # steps whose loss one head call handles
         rec = 0
     else:
         n_ck = (T // seg + 1) if tr is None else (min(T, k2 + seg) // seg + 2)
-        store = {"checkpoints": n_ck * BH, "states": (seg + 1) * BH}
+        store = {"checkpoints": n_ck * B * SH * it, "states": (seg + 1) * B * KH * it}
         L = seg
         nf = min(seg, k1)
         nh = min(seg, k1)
         rec = seg
     xe = (lambda n: n * B * I * it) if inputs == "embed" else (lambda n: 0)
+    GB, DB = B * GH * it, B * DH * it
     phases = {
-        "forward": {"input_projection": max(nf, rec) * BH, "embedded_inputs": xe(max(nf, rec))},
+        "forward": {"input_projection": max(nf, rec) * GB, "embedded_inputs": xe(max(nf, rec))},
         "head": {"logits": nh * B * O * it, "dh_head": nh * BH},
-        "backward": {"dh_head": nh * BH, "deltas": L * BH},
-        "weights": {"deltas": L * BH, "embedded_inputs": 2 * xe(L)},
+        "backward": {"dh_head": nh * BH, "deltas": L * DB},
+        "weights": {"deltas": L * DB, "embedded_inputs": 2 * xe(L)},
     }
     best = None
     for name, comp in phases.items():
         full = dict(store)
         full.update(comp)
-        full["dh"] = 2 * BH                                        # dh and the last state
+        full["dh"] = 2 * B * SH * it                               # dstate and the last state
+        if cl.split:
+            full["recurrent_scratch"] = GB
         full.update(fixed)
         tot = sum(full.values())
         if best is None or tot > best[0]:

@@ -34,3 +34,6 @@ CUDA32 = dict(rtol=2e-4, atol=2e-5)
 LONG32_LOSS_RTOL = 1e-6
 LONG32_GRAD = 1e-4          # max |g32 - g64| / max |g64|, per gradient
 LONG32_H_ATOL = 1e-5
+# LSTM/GRU (loss_and_grad and the layer API) against torch.nn modules, float64: the
+# contract's own figure (rtol 1e-10); atol covers gradients that cancel to ~1e-15.
+CELLS_TORCH64 = dict(rtol=1e-10, atol=1e-12)

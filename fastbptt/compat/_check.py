@@ -90,11 +90,12 @@ def pad_time(name: str, d: np.ndarray, T: int, axis: int) -> np.ndarray:
 def float64_layer(cache):
     """The layer cache in float64: the originals' backward loops start from float64 zeros, so
     they run in float64 even over a float32 forward pass (on its float32 states)."""
-    if cache.hs.dtype == np.float64:
+    if cache.W.dtype == np.float64:
         return cache
     c = copy.copy(cache)
-    for k in ("x", "hs", "U", "W"):
-        setattr(c, k, getattr(cache, k).astype(np.float64))
+    for k in ("x", "rows", "U", "W", "b", "bn"):
+        if getattr(cache, k) is not None:
+            setattr(c, k, getattr(cache, k).astype(np.float64))
     return c
 
 

@@ -212,4 +212,4 @@ def lstm_backward(da, caches):
 
 def _lstm_rows(layer):
     """The layer's saved state rows [T+1, B, 6H]: h | c | i f g o."""
-    return layer.states
+    return layer.rows

@@ -61,7 +61,7 @@ def rnn_forward(x, h0, Wx, Wh, b):
     x, h0, Wx, Wh, b = (a.astype(dt, copy=False) for a in (x, h0, Wx, Wh, b))
     # x_t Wx + h Wh  ==  x_t Uᵀ + h Wᵀ  with U = Wxᵀ, W = Whᵀ (views; fastbptt copies them)
     hs, layer = api.rnn_forward(x, h0, Wx.T, Wh.T, b, batch_first=True, backend="cpu")
-    return np.array(hs, dtype=np.float64, order="C"), Cache(layer, (N, T, H))
+    return hs.astype(np.float64, copy=False), Cache(layer, (N, T, H))   # hs: a fresh C-contiguous copy
 
 
 def rnn_backward(dh, cache):
@@ -133,7 +133,7 @@ def lstm_forward(x, h0, Wx, Wh, b):
     p = ifog_to_ifgo(H)
     # columns i f o g of (in, 4H) weights -> rows i f g o of PyTorch-style (4H, in) weights
     hs, layer = api.lstm_forward(x, h0, None, Wx.T[p], Wh.T[p], b[p], batch_first=True, backend="cpu")
-    return np.array(hs, dtype=np.float64, order="C"), Cache(layer, (N, T, H))
+    return hs.astype(np.float64, copy=False), Cache(layer, (N, T, H))   # hs: a fresh C-contiguous copy
 
 
 def lstm_backward(dh, cache):

@@ -65,7 +65,7 @@ class LSTM:
         U, W, bias = W64[1:input_size + 1].T[p], W64[input_size + 1:].T[p], W64[0][p]
         hs, layer = api.lstm_forward(X.astype(np.float64, copy=False), h0.astype(np.float64),
                                      c0.astype(np.float64), U, W, bias, backend="cpu")
-        Hout = np.array(hs, order="C")
+        Hout = hs                        # a fresh array, the layer keeps its own states
         cache = {"WLSTM": WLSTM, "Hout": Hout, "c0": c0, "h0": h0, "fastbptt": layer}
         return Hout, np.array(layer.c_last), Hout[-1], cache
 
