@@ -202,6 +202,20 @@ def test_min_char_rnn_raises_what_the_original_raises():
     raises_like(NameError, lambda: orig([0], [1], hprev), lambda: new([0], [1], hprev))
 
 
+def test_min_char_rnn_gradient_check():
+    # the gradCheck posted with the gist: central differences of the loss, per entry (weights
+    # small enough that no gradient reaches the clip at 5)
+    rng = np.random.default_rng(6)
+    H, V = 6, 4
+    ns, orig, new = mcr_pair(mcr_params(rng, H, V, scale=0.3))
+    inputs, targets, hprev = [0, 3, 1, 2, 2, 1], [3, 1, 2, 2, 1, 0], rng.uniform(-0.5, 0.5, (H, 1))
+    grads = new(inputs, targets, hprev)[1:6]
+    assert max(np.abs(g).max() for g in grads) < 5
+    f = lambda: orig(inputs, targets, hprev)[0]                       # noqa: E731
+    for name, g in zip(("Wxh", "Whh", "Why", "bh", "by"), grads):
+        assert rel_error(num_grad(f, ns[name], 1.0), g) < FINITE_DIFF, name
+
+
 def test_min_char_rnn_overflowing_logits_stay_finite():
     # the one deliberate difference: the gist's unshifted softmax turns logits > ~709 into
     # NaN; the adapter equals the gist run on the same logits shifted down (softmax is
