@@ -73,7 +73,8 @@ def _coursera(cell, n_x, m, T, n_a, n_y):
     rng = np.random.default_rng(0)
     x, a0 = rng.standard_normal((n_x, m, T)), rng.standard_normal((n_a, m)) * 0.5
     if cell == "rnn":
-        p = {"Wax": rng.standard_normal((n_a, n_x)) / np.sqrt(n_x), "Waa": rng.standard_normal((n_a, n_a)) / np.sqrt(n_a),
+        p = {"Wax": rng.standard_normal((n_a, n_x)) / np.sqrt(n_x),
+             "Waa": rng.standard_normal((n_a, n_a)) / np.sqrt(n_a),
              "Wya": rng.standard_normal((n_y, n_a)), "ba": np.zeros((n_a, 1)), "by": np.zeros((n_y, 1))}
     else:
         p = {f"W{g}": rng.standard_normal((n_a, n_a + n_x)) / np.sqrt(n_a + n_x) for g in "fico"}

@@ -260,7 +260,8 @@ def test_cs231n_rnn_matches_original(N, T, D, H):
 
 @pytest.mark.parametrize("dtypes", [
     ("float32",) * 5 + ("float32",),                                   # all float32
-    ("float32", "float64", "float32", "float32", "float32", "float32"),  # CaptioningRNN(float32), float64 features -> h0
+    # CaptioningRNN(dtype=float32) fed float64 features: h0 is float64
+    ("float32", "float64", "float32", "float32", "float32", "float32"),
     ("float32", "float64", "float32", "float32", "float32", "float64"),
     ("int64", "float64", "float64", "float64", "float64", "float64"),  # integer x
     ("float16", "float16", "float16", "float16", "float32", "float32"),   # float16 steps run in float32
@@ -301,16 +302,21 @@ def test_cs231n_rnn_notebook_checks():
     b = np.linspace(-0.7, 0.1, num=H)
     h, _ = compat.cs231n.rnn_forward(x, h0, Wx, Wh, b)
     close(h, orig_cs231n.rnn_forward(x, h0, Wx, Wh, b)[0])
+    cs231n_gradient_check("rnn", H=5, G=1)
+
+
+def cs231n_gradient_check(cell, H, G):
+    """The notebook's check (seed 231, N 2, D 3, T 10): every gradient against central differences."""
     np.random.seed(231)
-    N, D, T, H = 2, 3, 10, 5
+    N, D, T = 2, 3, 10
     x, h0 = np.random.randn(N, T, D), np.random.randn(N, H)
-    Wx, Wh, b = np.random.randn(D, H), np.random.randn(H, H), np.random.randn(H)
-    out, cache = compat.cs231n.rnn_forward(x, h0, Wx, Wh, b)
+    Wx, Wh, b = np.random.randn(D, G * H), np.random.randn(H, G * H), np.random.randn(G * H)
+    fwd, bwd = getattr(compat.cs231n, f"{cell}_forward"), getattr(compat.cs231n, f"{cell}_backward")
+    out, cache = fwd(x, h0, Wx, Wh, b)
     dout = np.random.randn(*out.shape)
-    grads = compat.cs231n.rnn_backward(dout, cache)
-    f = lambda: compat.cs231n.rnn_forward(x, h0, Wx, Wh, b)[0]      # noqa: E731
+    grads = bwd(dout, cache)
     for arr, g in zip((x, h0, Wx, Wh, b), grads):
-        assert rel_error(num_grad(f, arr, dout), g) < FINITE_DIFF
+        assert rel_error(num_grad(lambda: fwd(x, h0, Wx, Wh, b)[0], arr, dout), g) < FINITE_DIFF
 
 
 def test_cs231n_rnn_bad_input():

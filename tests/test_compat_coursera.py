@@ -6,8 +6,8 @@ import pytest
 
 from fastbptt.compat import coursera
 from originals import coursera as orig
-from test_compat import assert_unchanged, num_grad, raises_like, rel_error, snapshot
-from tolerances import ADAPTER32, ADAPTER64, FINITE_DIFF
+from test_compat import assert_unchanged, raises_like, snapshot
+from tolerances import ADAPTER32, ADAPTER64
 
 LSTM_KEYS = ("dx", "da0", "dWf", "dbf", "dWi", "dbi", "dWc", "dbc", "dWo", "dbo")
 

@@ -7,7 +7,8 @@ from fastbptt import compat
 from originals import coursera as orig_coursera
 from originals import cs231n as orig_cs231n
 from originals import karpathy_lstm as orig_karpathy
-from test_compat import num_grad, raises_like, rel_error, same_outputs, snapshot, assert_unchanged
+from test_compat import (assert_unchanged, cs231n_gradient_check, num_grad, raises_like, rel_error,
+                         same_outputs, snapshot)
 from test_compat_coursera import LSTM_KEYS, assert_same, assert_same_caches, lstm_params
 from tolerances import ADAPTER32, ADAPTER64, FINITE_DIFF
 
@@ -73,16 +74,7 @@ def test_cs231n_lstm_notebook_checks():
                    [0.6704845, 0.69350089, 0.71486014, 0.7346449],
                    [0.81733511, 0.83677871, 0.85403753, 0.86935314]]]
     np.testing.assert_allclose(h, expected_h, atol=1e-8)
-    np.random.seed(231)
-    N, D, T, H = 2, 3, 10, 6
-    x, h0 = np.random.randn(N, T, D), np.random.randn(N, H)
-    Wx, Wh, b = np.random.randn(D, 4 * H), np.random.randn(H, 4 * H), np.random.randn(4 * H)
-    out, cache = compat.cs231n.lstm_forward(x, h0, Wx, Wh, b)
-    dout = np.random.randn(*out.shape)
-    grads = compat.cs231n.lstm_backward(dout, cache)
-    f = lambda: compat.cs231n.lstm_forward(x, h0, Wx, Wh, b)[0]      # noqa: E731
-    for arr, g in zip((x, h0, Wx, Wh, b), grads):
-        assert rel_error(num_grad(f, arr, dout), g) < FINITE_DIFF
+    cs231n_gradient_check("lstm", H=6, G=4)
 
 
 def test_cs231n_star_import_replaces_the_four_functions():
