@@ -1,9 +1,9 @@
-"""Each compat adapter against the original's own per-step NumPy loop; JSON and README table.
+"""Each compat adapter against the original's own per-step NumPy loop; the README's figure.
 
 Run (both sides single-threaded BLAS, so neither oversubscribes a shared machine)::
 
-    OPENBLAS_NUM_THREADS=1 python bench/bench_compat.py              # -> bench/results/compat.json
-    python bench/bench_compat.py --table                             # the README table from the JSON
+    OPENBLAS_NUM_THREADS=1 python bench/bench_compat.py --json docs/figures/adapters.json
+    python docs/figures/readme_figures.py          # re-renders the README table from the JSON
 
 "original" is the original's algorithm as the original code runs it: the copies in
 tests/originals/ keep each script's per-step loop, dict/list caches and ``np.dot`` calls.
@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -35,7 +34,7 @@ from originals import wildml as o_wildml              # noqa: E402
 
 from fastbptt import compat                           # noqa: E402
 
-OUT = ROOT / "bench" / "results" / "compat.json"
+OUT = ROOT / "docs" / "figures" / "adapters.json"
 
 
 def _mcr(H, T, V):
@@ -165,16 +164,8 @@ def measure(orig, new, min_time, max_rounds):
 
 
 def run(min_time, max_rounds, only):
-    import numba
-    res = {"command": "OPENBLAS_NUM_THREADS=1 python bench/bench_compat.py",
-           "dtype": "float64",
-           "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                       "python": platform.python_version(), "numpy": np.__version__,
-                       "numba": numba.__version__,
-                       "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"),
-                       "loadavg_before": os.getloadavg()[0]},
-           "started_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-           "cases": []}
+    """Every case (or those named in ``only``): ``{"dtype", "cases": [...]}``."""
+    res = {"dtype": "float64", "cases": []}
     for name, what, label, sizes, make in CASES:
         if only and not any(o.lower() in name.lower() for o in only):
             continue
@@ -187,46 +178,30 @@ def run(min_time, max_rounds, only):
                              "utc": time.strftime("%H:%M", time.gmtime())})
         print(f"{name:14s} {label:18s} original {m['original_ms']:9.3f} ms  fastbptt "
               f"{m['fastbptt_ms']:8.3f} ms  {m['speedup']:6.1f}x  ({m['rounds']} rounds)", flush=True)
-    res["machine"]["loadavg_after"] = os.getloadavg()[0]
     return res
 
 
-def _ms(x):
-    return f"{x:.3g} ms" if x < 100 else f"{x:.0f} ms"
-
-
-def table(res) -> str:
-    """The README's speed table, from the JSON."""
-    rows = ["| adapter | timed | sizes | original | fastbptt | speed-up |", "|---|---|---|---|---|---|"]
-    for c in res["cases"]:
-        sizes = ", ".join(f"{k} {v}" for k, v in c["sizes"].items())
-        q1, q3 = c["speedup_q1_q3"]
-        rows.append(f"| {c['adapter']} | `{c['timed']}` | {c['size']}: {sizes} | {_ms(c['original_ms'])} "
-                    f"| {_ms(c['fastbptt_ms'])} | **{c['speedup']:.1f}×** ({q1:.1f}–{q3:.1f}) |")
-    return "\n".join(rows)
-
-
 def main(argv=None):
+    from fastbptt.cli import measurement_metadata
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--min-time", type=float, default=1.0, help="seconds per side per case (default 1)")
     ap.add_argument("--max-rounds", type=int, default=300)
     ap.add_argument("--only", nargs="*", help="adapters whose name contains one of these words")
-    ap.add_argument("--out", type=Path, default=OUT)
-    ap.add_argument("--table", action="store_true", help="print the README table from --out and exit")
+    ap.add_argument("--json", type=Path, default=OUT, help="output (default docs/figures/adapters.json)")
     a = ap.parse_args(argv)
-    if a.table:
-        print(table(json.loads(a.out.read_text())))
-        return
+    command = " ".join(["python bench/bench_compat.py", *(sys.argv[1:] if argv is None else argv)])
+    started = measurement_metadata(command)
     res = run(a.min_time, a.max_rounds, a.only)
-    if a.only and a.out.exists():        # a partial rerun replaces only its own cases
-        old = json.loads(a.out.read_text())
+    res["meta"] = measurement_metadata(command, started)
+    if a.only and a.json.exists():       # a partial rerun replaces only its own cases
+        old = json.loads(a.json.read_text())
         new = {(c["adapter"], c["size"]): c for c in res["cases"]}
-        res["cases"] = [new.pop((c["adapter"], c["size"]), c) for c in old["cases"]] + list(new.values())
+        res["cases"] = [new.pop((c["adapter"], c["size"]), c) for c in old.get("cases", [])] + list(new.values())
         order = [(n, lbl) for n, _, lbl, _, _ in CASES]
         res["cases"].sort(key=lambda c: order.index((c["adapter"], c["size"])))
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(res, indent=1) + "\n")
-    print(table(res))
+        res["meta"] = dict(old["meta"], partial_reruns=old["meta"].get("partial_reruns", []) + [res["meta"]])
+    a.json.parent.mkdir(parents=True, exist_ok=True)
+    a.json.write_text(json.dumps(res, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ Times ``cpu.forward_steps`` and ``cpu.backward_steps`` (float32 and float64, tan
 that stay subnormal for the whole sequence (h0 = tiny/4, W = I, no input: h_t = tanh(h_{t-1})
 is subnormal at every step) and on the same problem with normal numbers (h0 = 0.5), and
 prints slow-down = subnormal time / normal time. x86 cores without flush-to-zero take a
-microcode assist on subnormal operands; the issue asks that this costs less than an order of
+microcode assist on subnormal operands; the target is that this costs less than an order of
 magnitude. fastbptt does not enable flush-to-zero (results stay IEEE-exact; see
 tests/test_robust_numerics.py::test_subnormal_states_are_kept_not_flushed).
 """

@@ -7,6 +7,7 @@ from . import _validate as V
 from . import layer as _layer
 from . import reference
 from .layer import LayerCache
+from ._memcheck import check_fits
 
 
 def _cpu_fused_eligible(p):
@@ -69,7 +70,14 @@ def init_params(n_in, n_hidden, n_out, *, cell="rnn", vocab_size=None, dtype=np.
     dt = np.dtype(dtype)
     if dt not in V.FLOAT_DTYPES:
         raise TypeError(f"dtype must be float32 or float64; got {dt}")
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    if isinstance(seed, np.random.Generator):
+        rng = seed
+    else:
+        try:
+            rng = np.random.default_rng(seed)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"seed must be None, a non-negative int or a numpy.random.Generator; "
+                             f"got {seed!r}") from exc
 
     def normal(shape, fan_in):
         return np.ascontiguousarray((rng.standard_normal(shape) / np.sqrt(fan_in)).astype(dt))
@@ -127,9 +135,13 @@ def loss_and_grad(params, inputs, targets, h0=None, *, cell="rnn", activation="t
     loss : {"cross_entropy", "mse"}
         Softmax + negative log-likelihood, or ``½‖o_t − y_t‖²`` per step.
     reduction : {"sum", "mean"}
-        Sum over valid (t, b), or divided by their number (by B for many-to-one).
+        Sum over the (t, b) that carry loss, or divided by their number (many-to-one: by the
+        number of sequences that have a valid step).
     mask : array [T, B] of 0/1, optional
         Steps with 0 carry no loss; ``h_last`` is each sequence's state at its last valid step.
+        The steps after a sequence's last valid step are padding and influence nothing (they
+        may hold NaN, inf or any id, e.g. -100); a mask-0 step before it still feeds the
+        recurrence, so its input matters.
     batch_first : bool
         Inputs, per-step targets and mask are ``[B, T, ...]``.
     backend : {"cpu", "numpy", "cuda"}
@@ -174,9 +186,12 @@ def loss_and_grad(params, inputs, targets, h0=None, *, cell="rnn", activation="t
         out = reference.loss_and_grad(p)
     elif backend == "cpu" and _cpu_fused_eligible(p):
         from .cpu import fused_loss_and_grad       # full BPTT, no mask: one compiled call
+        check_fits(p, fused=True)                  # compiled code must not be where memory runs out
         out = fused_loss_and_grad(p)
     else:
         from . import engine
+        if backend == "cpu":
+            check_fits(p, fused=False)
         out = engine.run(p, _backend_ops(backend, p))
     out = present(p.cell, p.H, *out)
     if check_finite:

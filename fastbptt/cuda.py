@@ -433,6 +433,12 @@ class CudaOps(_Device):
             self.gemm(da2, self.U, dx)
             self.rows(self.k.scatter_add_rows, _get(g, "E"), ids, dx, dx.size)
 
+    def zero_states(self, hs, pad):
+        """hs[i, b] = 0 where pad[i, b] (as CpuOps.zero_states); pad [n+1, B] is on the host."""
+        idx = np.flatnonzero(pad)
+        z = self.zeros((idx.size, self.p.H))
+        self.rows(self.k.scatter_rows, hs.reshape(-1, self.p.H), self.upload(idx, np.int64), z, z.size)
+
     def capture(self, h_last, hs, t_first, sel):
         """h_last[b] = state after step last[b] for the sequences ``sel`` ending in hs."""
         steps = self.p.last[sel] - t_first + 1

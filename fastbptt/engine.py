@@ -53,6 +53,7 @@ class _WindowStore:
         i = s0 - self.base
         hs = self.buf[i:i + (s1 - s0) + 1]
         self.ops.forward(self.ops.proj(s0, s1), hs)
+        clear_padding(self.ops, self.p, hs, s0)
         self.count = i + (s1 - s0) + 1
         capture(hs, s0)
 
@@ -79,6 +80,7 @@ class _CheckpointStore:
         hs = self.scratch[:e - c + 1]
         self.ops.copy_into(hs[0, :, :self.S], self.ckpt[c])
         self.ops.forward(self.ops.proj(c, e), hs)
+        clear_padding(self.ops, self.p, hs, c)
         self.held = (c, e)
         return hs
 
@@ -93,6 +95,7 @@ class _CheckpointStore:
             hs = self.scratch[:e - t + 1]
             self.ops.copy_into(hs[0, :, :self.S], self.h)   # the state the last run ended on
             self.ops.forward(self.ops.proj(t, e), hs)
+            clear_padding(self.ops, self.p, hs, t)
             self.held = (t, e)
             capture(hs, t)
             self.h = self.ops.empty((self.p.B, self.S))
@@ -116,6 +119,21 @@ class _CheckpointStore:
 def p_state0(ops, p):
     """The initial state [B, S·H] on the backend's device."""
     return getattr(ops, "state0", None) if getattr(ops, "state0", None) is not None else p.state0
+
+
+def clear_padding(ops, p, hs, t_first):
+    """Zero the states that padding produced in hs = h_{t_first} .. (in place).
+
+    Padding (the steps after a sequence's last valid step) carries no loss, so its deltas are
+    exactly 0 if its states are finite; zeroing them keeps overflowing (relu) or NaN states
+    out of every sum (0·inf is NaN). h_{last+1}, the sequence's last valid state, is kept.
+    """
+    if not p.masked:
+        return
+    steps = t_first + np.arange(hs.shape[0])              # hs[i] = h_{t_first+i}
+    pad = steps[:, None] >= p.last[None, :] + 2            # [n+1, B]: made by a padded step
+    if pad.any():
+        ops.zero_states(hs, pad)
 
 
 def run(p, ops):

@@ -17,6 +17,10 @@ Backward, from the last step to the first (the hidden delta ``dh`` is one buffer
     dW   += da_tᵀ h_{t-1};  dU += da_tᵀ x_t;  db += Σ_b da_t
     dh    = da_t W                        sent back to step t-1
 
+Padding, the steps after a sequence's last valid step, carries no loss and the states it
+produces are set to 0, so its deltas are 0 and nothing it holds (NaN, overflowing relu
+states) reaches a sum as 0·inf.
+
 Truncated BPTT(k2; k1) repeats the backward loop once per block of k1 steps, starting with
 ``dh = 0`` and stopping k2 - k1 steps before the block's first step (never before step 0).
 
@@ -43,25 +47,29 @@ def activation_grad(h: np.ndarray, activation: str) -> np.ndarray:
 
 
 def step_loss(o: np.ndarray, p: Problem, t: int, rows: np.ndarray):
-    """Loss and ∂loss/∂o for the batch rows ``rows`` of step t (unweighted)."""
+    """Loss (float64) and ∂loss/∂o (the params' dtype) for the batch rows ``rows`` of step t.
+
+    Per-element terms are in the params' dtype and sums in float64, as the compiled kernels
+    do, so float32 near its overflow gives the same inf/NaN pattern on every backend.
+    """
+    f8 = np.float64
     if p.loss == "mse":
         y = _float_targets(p, t)[rows]
         diff = o - y
-        return 0.5 * np.sum(diff * diff, axis=1), diff
+        return 0.5 * np.sum((diff * diff).astype(f8), axis=1), diff
     # softmax + negative log-likelihood, stable for large logits
     m = o.max(axis=1, keepdims=True)
-    logz = m + np.log(np.sum(np.exp(o - m), axis=1, keepdims=True))
-    logp = o - logz
-    prob = np.exp(logp)
+    logz = m.astype(f8) + np.log(np.sum(np.exp(o - m), axis=1, keepdims=True, dtype=f8))
+    logp = o.astype(f8) - logz
     if p.tgt_ids is not None:
         y = p.tgt_ids[t, rows]
         loss = -logp[np.arange(len(rows)), y]
-        do = prob.copy()
+        do = np.exp(logp).astype(o.dtype)
         do[np.arange(len(rows)), y] -= 1
         return loss, do
     y = _float_targets(p, t)[rows]
-    loss = -np.sum(y * logp, axis=1)
-    return loss, prob * y.sum(axis=1, keepdims=True) - y
+    loss = -np.sum(y.astype(f8) * logp, axis=1)
+    return loss, np.exp(logp) * y.sum(axis=1, keepdims=True, dtype=f8) - y
 
 
 def _float_targets(p: Problem, t: int) -> np.ndarray:
@@ -101,6 +109,9 @@ def loss_and_grad(p: Problem):
         x = input_at(p, t)
         pre = (x @ U.T if x is not None else U[:, p.ids[t]].T) + p.b     # [B, G·H]
         state, cache = cell.forward(pre, states[t], W, extra, act)
+        if p.masked:
+            for s in state:                # padding's states: 0, so they reach no sum as inf/NaN
+                s[t > p.last] = 0
         states.append(state)
         caches.append(cache)
         rows = np.nonzero(p.weights[t])[0]
@@ -111,7 +122,7 @@ def loss_and_grad(p: Problem):
         lt, do = step_loss(o, p, t, rows)
         w = p.weights[t, rows]
         loss += float(np.sum(w * lt))
-        do = do * w[:, None]
+        do = (do * w[:, None]).astype(p.dtype)
         dV += do.T @ h
         dc += do.sum(axis=0)
         dh_out[t, rows] = do @ V

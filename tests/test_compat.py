@@ -460,17 +460,3 @@ def test_wildml_truncation_is_fastbptt_truncate_1_k_plus_1(k):
         close(a, g[key])
     close(got[0], orig_wildml.bptt(x, y, U, V, W, k)[0])
 
-
-def test_readme_speed_table_is_the_json():
-    """The README's adapter speed table is what bench/bench_compat.py --table prints."""
-    import importlib.util
-    import json
-    from pathlib import Path
-    root = Path(__file__).resolve().parent.parent
-    spec = importlib.util.spec_from_file_location("bench_compat", root / "bench" / "bench_compat.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    want = bench.table(json.loads((root / "bench" / "results" / "compat.json").read_text()))
-    readme = (root / "README.md").read_text(encoding="utf-8")
-    got = readme.split("<!-- table:compat -->\n")[1].split("\n<!-- /table:compat -->")[0]
-    assert got == want

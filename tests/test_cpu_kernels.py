@@ -1,4 +1,4 @@
-"""The Numba CPU fast paths of issue 5 against the NumPy reference and against float64 math.
+"""The Numba CPU fast paths against the NumPy reference and against float64 math.
 
 * the fused full-BPTT kernel (``cpu.fused_full_bptt``), which ``loss_and_grad`` takes for full
   BPTT without a mask, for every input kind × loss × activation × dtype;

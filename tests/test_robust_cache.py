@@ -1,4 +1,4 @@
-"""Numba's compilation cache never breaks fastbptt (issue 7).
+"""Numba's compilation cache never breaks fastbptt.
 
 Each scenario runs in a child interpreter (the cache is per process, and a crash must fail
 the test, not pytest). The child computes a loss and gradients with the compiled backend

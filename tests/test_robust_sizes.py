@@ -1,4 +1,4 @@
-"""Sizes (issue 7): no 32-bit index overflow, and MemoryError instead of crashes.
+"""Sizes: no 32-bit index overflow, and MemoryError instead of crashes.
 
 What the kernels index with: every loop bound comes from ``range(a.shape[i])`` and every
 element address from Numba's array model, both ``intp`` (64-bit here); ids reach the kernels

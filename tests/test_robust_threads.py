@@ -1,4 +1,4 @@
-"""Concurrent calls from several Python threads give the serial results (issue 7).
+"""Concurrent calls from several Python threads give the serial results.
 
 The compiled kernels are ``nogil=True`` (checked in test_robust_cache.py), so threads really
 run them at the same time; nothing in fastbptt keeps per-call state in module globals, so

@@ -9,7 +9,7 @@ Size letters: T steps, B batch, H hidden units, G gates. Per step a backend keep
 **state row** ``[B, K·H]`` whose first ``S·H`` columns are the carried state (h, then c for
 the LSTM) and whose remaining columns are what the backward pass needs (activated gates), and
 produces one **delta row** ``[B, D·H]`` whose first ``G·H`` columns are the gradient of the
-recurrent pre-activation ``h_{t-1} Wᵀ`` (see ``docs/cells.md``).
+recurrent pre-activation ``h_{t-1} Wᵀ`` (see ``docs/cells.rst``).
 """
 from __future__ import annotations
 

@@ -25,7 +25,8 @@ def tanh_f32(v):
 
     Numba's ``np.tanh`` is a scalar libm call per element (no SVML here) and dominated the
     float32 time loops; this compiles to straight-line SIMD code. Max error about 4e-7
-    absolute (a few float32 ulps; tests/test_cpu_kernels.py pins it). float64 keeps np.tanh.
+    absolute (a few float32 ulps; tests/test_cpu_kernels.py pins it), subnormals
+    included. float64 keeps np.tanh.
     """
     lim = np.float32(7.90531110763549805)          # tanh(lim) rounds to 1 in float32
     v = lim if v > lim else (-lim if v < -lim else v)    # NaN passes through
@@ -39,7 +40,7 @@ def tanh_f32(v):
     q = x2 * np.float32(1.19825839466702e-06) + np.float32(1.18534705686654e-04)
     q = x2 * q + np.float32(2.26843463243900e-03)
     q = x2 * q + np.float32(4.89352518554385e-03)
-    return v * p / q
+    return v * (p / q)      # not (v·p)/q: v·p underflows for tiny v, flushing subnormals
 
 
 @njit(**_JIT)

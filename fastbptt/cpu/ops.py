@@ -168,6 +168,13 @@ class CpuOps:
             input_delta(self.xblocks, d2, p.U, dx, sc, fs)
             scatter_add_rows(g["E"], p.ids[t0:t1].reshape(-1), dx)
 
+    def zero_states(self, rows, pad):
+        """rows[i, b] = 0 where pad[i, b]: whole state rows (state and gates), any cell.
+
+        rows [n+1, B, K·H], pad [n+1, B] bool (host). A zero row's backward is exactly zero.
+        """
+        rows[pad] = 0
+
     def capture(self, h_last, rows, t_first, sel):
         """h_last[b] = state after step last[b], for the sequences ``sel`` ending in rows.
 
