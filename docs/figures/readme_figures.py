@@ -194,18 +194,17 @@ def first_call(cold, warm):
 
 @renderer("adapters")
 def adapters(js):
-    """``pytest bench/bench_compat.py --benchmark-json``: original against adapter per script."""
-    groups = {}
-    for b in js["benchmarks"]:
-        impl = b["param"] if b.get("param") else b["name"].split("[")[-1].rstrip("]")
-        groups.setdefault(b["group"], {})[impl] = b["stats"]
-    out = ["| adapter (sizes) | original | fastbptt | speed-up |", "|---|---|---|---|"]
-    for g, s in groups.items():
-        o, f = s["original"], s["fastbptt"]
-        out.append(f"| {g} | {ms(o['median'])} ms (min {ms(o['min'])}) | {ms(f['median'])} ms (min "
-                   f"{ms(f['min'])}) | **{o['median'] / f['median']:.1f}×** (min {o['min'] / f['min']:.1f}×) |")
-    out += ["", "float64, medians (minimum in brackets), at least "
-            f"{min(b['stats']['rounds'] for b in js['benchmarks'])} rounds each.", "", provenance(js["meta"])]
+    """``python bench/bench_compat.py``: each adapter against the original's per-step loop."""
+    out = ["| adapter | timed | sizes | original | fastbptt | speed-up |", "|---|---|---|---|---|---|"]
+    for c in js["cases"]:
+        sizes = ", ".join(f"{k} {v}" for k, v in c["sizes"].items())
+        q1, q3 = c["speedup_q1_q3"]
+        out.append(f"| {c['adapter']} | `{c['timed']}` | {c['size']}: {sizes} | "
+                   f"{ms(c['original_ms'] / 1e3)} ms | {ms(c['fastbptt_ms'] / 1e3)} ms | "
+                   f"**{c['speedup']:.1f}×** ({q1:.1f}–{q3:.1f}) |")
+    rounds = [c["rounds"] for c in js["cases"]]
+    out += ["", f"{js['dtype']}, medians of {min(rounds)}–{max(rounds)} interleaved rounds; in brackets "
+            "the quartiles of the per-round ratio.", "", provenance(js["meta"])]
     return "\n".join(out)
 
 
