@@ -131,12 +131,9 @@ def estimate(T: int, B: int, n_in: int, n_hidden: int, n_out: int, *,
         raise TypeError(f"dtype must be float32 or float64; got {dtype!r}")
     it = dt.itemsize
     H, O, I = n_hidden, n_out, n_in
+    from .engine import plan
     tr = parse_truncate(truncate, T)
-    seg = _ckpt_segment(checkpoint, T)
-    k1, k2 = tr if tr is not None else (T, T)
-    hist = k2 - k1
-    if seg is not None and seg >= min(T, k2):
-        seg = None
+    k1, k2, hist, seg, group = plan(T, tr, _ckpt_segment(checkpoint, T))   # the engine's own
     if fused is None:
         fused = tr is None and seg is None and checkpoint is None
     BH = B * H * it
@@ -168,7 +165,6 @@ def estimate(T: int, B: int, n_in: int, n_hidden: int, n_out: int, *,
         return _finish(comp, "backward")
 
     if seg is None:
-        group = k1 * -(-k2 // k1)     # blocks whose forward pass and head run together
         store = {"states": (min(T, hist + group) + 1) * B * KH * it}
         L = min(T, k2)                # longest backward segment (one window)
         nf = min(T, group)            # steps per forward run
