@@ -45,6 +45,7 @@ LOST_AFTER_S = 10.0
 POLL_S = 0.5
 # a worker that died while holding a shard: put the shard back from the client and retry
 RETRIES = 3
+SCATTER_TIMEOUT_S = 15
 
 
 class ClusterError(RuntimeError):
@@ -173,7 +174,8 @@ class _Placed:
             f = self.futures[i]
             if f is None or f.status != "finished":
                 w = [workers[i % len(workers)]] if workers else None
-                self.futures[i] = self.client.scatter([piece], workers=w, hash=False, timeout=60)[0]
+                self.futures[i] = self.client.scatter([piece], workers=w, hash=False,
+                                                      timeout=SCATTER_TIMEOUT_S)[0]
 
 
 class Shards:
@@ -345,7 +347,8 @@ def _run(client, params, placed, submit_shard, n_valid, reduction):
     for attempt in range(RETRIES + 1):
         _check_client(client)
         try:
-            pf = client.scatter([params], broadcast=True, hash=False, timeout=60)[0]
+            # to one worker: the others fetch it from there (a broadcast stalls on a dead worker)
+            pf = client.scatter([params], hash=False, timeout=SCATTER_TIMEOUT_S)[0]
             parts = [submit_shard(pf, f, i) for i, f in enumerate(placed.futures)]
             loss, grads, h_last = _result(client, _tree(client, parts), [pf, *placed.futures])
             break
@@ -399,7 +402,7 @@ def loss_and_grad(client, params, shards, **kwargs):
     if shards.client is not client:
         raise ValueError("shards were placed through another client; shard the data on this client")
     call_kwargs, reduction, check_finite = _split_kwargs(kwargs)
-    probe_kwargs = dict(call_kwargs)
+    probe_kwargs = {**call_kwargs, "reduction": reduction}
     if probe_kwargs.get("backend", "cpu") in ("cpu", "cuda"):
         probe_kwargs["backend"] = "numpy"            # validation only: the reference is cheapest
     pr = shards._probe

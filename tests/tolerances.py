@@ -27,3 +27,9 @@ CUDA32 = dict(rtol=2e-4, atol=2e-5)
 LONG32_LOSS_RTOL = 1e-6
 LONG32_GRAD = 1e-4          # max |g32 - g64| / max |g64|, per gradient
 LONG32_H_ATOL = 1e-5
+# Data-parallel (fastbptt.distributed) against the single-process call, float64: per-shard
+# sums added in a tree and divided once for "mean", instead of one pass with 1/n weights.
+DISTRIBUTED64 = dict(rtol=1e-12, atol=1e-14)
+# `fastbptt train --workers N` against the single-process run, float64 losses: the step's
+# gradient differs in the last bits (above) and Adam carries that through the steps.
+DISTRIBUTED_TRAIN64 = dict(rtol=1e-9, atol=0)
