@@ -46,6 +46,7 @@ POLL_S = 0.5
 # a worker that died while holding a shard: put the shard back from the client and retry
 RETRIES = 3
 SCATTER_TIMEOUT_S = 15
+CONNECT_TIMEOUT_S = 20
 
 
 class ClusterError(RuntimeError):
@@ -448,13 +449,13 @@ class Trainer:
             self.client, self._own_client = client, False
         elif scheduler is not None:
             try:
-                self.client = Client(scheduler, timeout=30)
+                self.client = Client(scheduler, timeout=CONNECT_TIMEOUT_S)
             except (OSError, TimeoutError) as exc:
                 raise ClusterError(f"cannot connect to the Dask scheduler at {scheduler}: {exc}") from None
             self._own_client = True
         else:
             self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                        dashboard_address=None)
+                                        dashboard_address=":0")
             self.client, self._own_client = Client(self.cluster), True
         try:
             n = check_workers(self.client)

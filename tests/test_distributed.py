@@ -26,7 +26,7 @@ from tolerances import DISTRIBUTED64, EXACT32  # noqa: E402
 
 @pytest.fixture(scope="module")
 def cluster():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc:
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as lc:
         yield lc
 
 
@@ -185,7 +185,7 @@ def test_closed_client(cluster):
 
 def test_lost_scheduler():
     case = make_case(T=5, B=4, seed=12)
-    lc = LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None)
+    lc = LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0")
     c = Client(lc)
     try:
         shards = fd.shard(c, case["inputs"], case["targets"])
@@ -273,3 +273,84 @@ def test_worker_killed_mid_training(client):
 def test_import_fastbptt_does_not_import_dask():
     code = "import sys, fastbptt; fastbptt.loss_and_grad; assert 'dask' not in sys.modules, 'dask'"
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(fastbptt.__file__))})
+
+
+# --------------------------------------------------------------------------- fastbptt train
+TEXT = "the quick brown fox jumps over the lazy dog; pack my box with five dozen jugs.\n" * 30
+TINY = ["--hidden", "12", "--batch", "6", "--bptt", "8", "--dtype", "float64", "--sample-every", "0",
+        "--no-progress", "--sample-len", "5", "--lr", "0.01"]
+
+
+def _cli(argv, capsys):
+    from fastbptt import cli
+    code = cli.main(["train"] + argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def text_file(tmp_path):
+    p = tmp_path / "text.txt"
+    p.write_text(TEXT)
+    return str(p)
+
+
+def _losses_and_params(path):
+    with np.load(path) as z:
+        return z["losses"], {k: z[k] for k in ("U", "W", "b", "V", "c")}
+
+
+def test_train_on_a_cluster_equals_single_process_and_resumes(cluster, text_file, tmp_path, capsys):
+    from tolerances import DISTRIBUTED_TRAIN64
+    one, dist = str(tmp_path / "one.npz"), str(tmp_path / "dist.npz")
+    code, _, err = _cli(["--text", text_file, "--steps", "30", "--save", one] + TINY, capsys)
+    assert code == 0, err
+    join = ["--scheduler", cluster.scheduler_address]
+    code, out, err = _cli(["--text", text_file, "--steps", "18", "--save", dist] + join + TINY, capsys)
+    assert code == 0, err
+    assert "2 Dask workers" in out and "waiting on the cluster" in out
+    code, out, err = _cli(["--resume", dist, "--text", text_file, "--steps", "12", "--save", dist]
+                          + join + TINY, capsys)
+    assert code == 0, err
+    (l1, p1), (l2, p2) = _losses_and_params(one), _losses_and_params(dist)
+    assert l1.shape == l2.shape == (30,)
+    np.testing.assert_allclose(l2, l1, **DISTRIBUTED_TRAIN64)
+    for k in p1:
+        np.testing.assert_allclose(p2[k], p1[k], **DISTRIBUTED_TRAIN64)
+
+
+def _train_workers_vs_single(argv, tmp_path, capsys, steps):
+    from tolerances import DISTRIBUTED_TRAIN64
+    one, dist = str(tmp_path / "one.npz"), str(tmp_path / "dist.npz")
+    code, _, err = _cli(argv + ["--steps", str(steps), "--save", one], capsys)
+    assert code == 0, err
+    code, out, err = _cli(argv + ["--steps", str(steps), "--save", dist, "--workers", "2"], capsys)
+    assert code == 0, err
+    assert "2 Dask workers" in out
+    (l1, _), (l2, _) = _losses_and_params(one), _losses_and_params(dist)
+    assert l1.shape == (steps,)
+    np.testing.assert_allclose(l2, l1, **DISTRIBUTED_TRAIN64)
+
+
+def test_train_workers_starts_a_local_cluster(text_file, tmp_path, capsys):
+    _train_workers_vs_single(["--text", text_file] + TINY, tmp_path, capsys, steps=12)
+
+
+@pytest.mark.slow
+def test_train_workers_200_default_steps(tmp_path, capsys):
+    # the default model and streams (hidden 128, 32 x 32) on the built-in corpus, in float64
+    _train_workers_vs_single(["--dtype", "float64", "--sample-every", "0", "--no-progress",
+                              "--sample-len", "5"], tmp_path, capsys, steps=200)
+
+
+def test_train_cluster_option_errors(text_file, capsys, monkeypatch):
+    code, _, err = _cli(["--text", text_file, "--workers", "2", "--scheduler", "tcp://127.0.0.1:1",
+                         "--no-save"] + TINY, capsys)
+    assert code == 2 and "--scheduler" in err and len(err.strip().splitlines()) == 1
+    code, _, err = _cli(["--text", text_file, "--workers", "0", "--no-save"] + TINY, capsys)
+    assert code == 2 and "--workers" in err
+    monkeypatch.setattr(fd, "CONNECT_TIMEOUT_S", 2)
+    t0 = time.monotonic()
+    code, _, err = _cli(["--text", text_file, "--scheduler", "tcp://127.0.0.1:1", "--no-save"] + TINY, capsys)
+    assert code == 2 and "cannot connect" in err and "tcp://127.0.0.1:1" in err, err
+    assert len(err.strip().splitlines()) == 1 and time.monotonic() - t0 < 60
