@@ -156,10 +156,6 @@ def _n_valid(targets, mask, batch_first, T, B):
     return int(np.count_nonzero(np.asarray(mask).astype(bool).any(axis=1 if batch_first else 0)))
 
 
-def _probe_rows(a, axis, rows):
-    return np.take(a, rows, axis=axis)
-
-
 class _Placed:
     """Pieces of data held on the client and placed on the workers, put back if a worker dies."""
 
@@ -170,13 +166,12 @@ class _Placed:
 
     def place(self):
         """Scatter every piece not held by a worker, round-robin over the current workers."""
-        workers = sorted(self.client.nthreads())
-        for i, piece in enumerate(self.pieces):
-            f = self.futures[i]
-            if f is None or f.status != "finished":
-                w = [workers[i % len(workers)]] if workers else None
-                self.futures[i] = self.client.scatter([piece], workers=w, hash=False,
-                                                      timeout=SCATTER_TIMEOUT_S)[0]
+        todo = [i for i, f in enumerate(self.futures) if f is None or f.status != "finished"]
+        workers = sorted(self.client.nthreads()) if todo else []
+        for i in todo:
+            w = [workers[i % len(workers)]] if workers else None
+            self.futures[i] = self.client.scatter([self.pieces[i]], workers=w, hash=False,
+                                                  timeout=SCATTER_TIMEOUT_S)[0]
 
 
 class Shards:
@@ -256,7 +251,7 @@ def shard(client, inputs, targets, *, mask=None, h0=None, batch_first=False, n_s
     # a two-sequence stand-in for the batch: validates params against the data on the client,
     # with the extreme ids so that an id out of range is caught too
     rows = [0, B - 1]
-    probe = {name: _probe_rows(a, axis, rows) for name, (a, axis) in arrays.items()}
+    probe = {name: np.take(a, rows, axis=axis) for name, (a, axis) in arrays.items()}
     t_first = (slice(None), slice(0, 1)) if batch_first else (slice(0, 1),)
     for name in ("inputs", "mask"):
         if name in probe:
@@ -348,6 +343,7 @@ def _run(client, params, placed, submit_shard, n_valid, reduction):
     for attempt in range(RETRIES + 1):
         _check_client(client)
         try:
+            placed.place()
             # to one worker: the others fetch it from there (a broadcast stalls on a dead worker)
             pf = client.scatter([params], hash=False, timeout=SCATTER_TIMEOUT_S)[0]
             parts = [submit_shard(pf, f, i) for i, f in enumerate(placed.futures)]
@@ -359,7 +355,6 @@ def _run(client, params, placed, submit_shard, n_valid, reduction):
             if attempt == RETRIES:
                 raise ClusterError(f"the call failed {RETRIES + 1} times as workers were lost "
                                    f"({type(exc).__name__}: {exc})") from None
-            placed.place()
     if reduction == "mean":
         loss, grads = _scale(loss, grads, n_valid)
     return float(loss), grads, h_last

@@ -1,0 +1,154 @@
+"""Data-parallel BPTT on a local Dask cluster against the single-process call.
+
+    python bench/bench_distributed.py --rounds 5 --json bench/results/distributed.json
+
+Measures, on this machine:
+
+* the per-call overhead of :func:`fastbptt.distributed.loss_and_grad` on a tiny problem
+  (min-char-rnn's sizes with B = 2, one sequence per worker): distributed time minus
+  single-process time;
+* the parallel efficiency at the ``medium`` and ``large`` sizes of ``fastbptt bench``:
+  single-process time / (workers x distributed time), both sides single-threaded (each worker
+  is one thread, so the single process gets one thread too);
+* ``fastbptt train --workers 2`` against ``fastbptt train`` in characters/s (float32, the
+  default model), each run in its own process;
+* the gradient bytes per step of the default ``train`` model and of the large size.
+
+Every measurement is interleaved round by round (single, distributed, single, ...) so load
+from other jobs hits both; the medians are reported.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("FASTBPTT_NUM_THREADS", "1")     # before numba/BLAS load: one thread
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
+
+import numpy as np  # noqa: E402
+
+import fastbptt  # noqa: E402
+from fastbptt.bench import SIZES, cpu_model, n_cores  # noqa: E402
+
+# name: (T, B, n_in, H, n_out, one-hot ids)
+CASES = {"tiny": SIZES["minchar"][:1] + (2,) + SIZES["minchar"][2:],
+         "medium": SIZES["medium"], "large": SIZES["large"]}
+TRAIN_ARGS = ["--no-save", "--sample-every", "0", "--no-progress", "--sample-len", "1"]
+
+
+def problem(T, B, n_in, H, n_out, ids, dtype=np.float32):
+    rng = np.random.default_rng(0)
+    params = fastbptt.init_params(n_in, H, n_out, dtype=dtype, seed=0)
+    x = rng.integers(0, n_in, (T, B)) if ids else rng.standard_normal((T, B, n_in)).astype(dtype)
+    return params, x, rng.integers(0, n_out, (T, B))
+
+
+def grad_bytes(n_in, H, n_out, itemsize=4):
+    """Bytes of one gradient of U, W, b, V, c (what the reduction moves per step)."""
+    return itemsize * (H * n_in + H * H + H + n_out * H + n_out)
+
+
+def timed(fn, reps):
+    out = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def bench_calls(client, rounds, names):
+    from fastbptt import distributed as fd
+    res = {}
+    setups = {}
+    for name in names:
+        T, B, n_in, H, n_out, ids = CASES[name]
+        params, x, y = problem(*CASES[name])
+        shards = fd.shard(client, x, y)
+        one = lambda p=params, x=x, y=y: fastbptt.loss_and_grad(p, x, y, reduction="mean")   # noqa: E731
+        dist = lambda p=params, s=shards: fd.loss_and_grad(client, p, s, reduction="mean")  # noqa: E731
+        one(), dist()                                   # compile and warm up, untimed
+        setups[name] = (one, dist)
+        res[name] = dict(size=[T, B, n_in, H, n_out], ids=ids, single_s=[], distributed_s=[],
+                         grad_bytes=grad_bytes(n_in, H, n_out))
+    reps = {"tiny": 20, "medium": 3, "large": 2}
+    for _ in range(rounds):
+        for name in names:
+            one, dist = setups[name]
+            res[name]["single_s"] += timed(one, reps[name])
+            res[name]["distributed_s"] += timed(dist, reps[name])
+    n = len(client.nthreads())
+    for name, r in res.items():
+        s, d = float(np.median(r["single_s"])), float(np.median(r["distributed_s"]))
+        r.update(single_ms=1e3 * s, distributed_ms=1e3 * d, overhead_ms=1e3 * (d - s),
+                 speedup=s / d, efficiency=s / (n * d), workers=n)
+    return res
+
+
+def run_train(extra, steps):
+    cmd = [sys.executable, "-m", "fastbptt", "train", "--steps", str(steps)] + TRAIN_ARGS + extra
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    m = re.search(r"in ([\d.]+) s, ([\d,]+) chars/s", out)
+    w = re.search(r"([\d.]+) s waiting on the cluster", out)
+    return dict(seconds=float(m.group(1)), chars_per_s=float(m.group(2).replace(",", "")),
+                wait_s=float(w.group(1)) if w else None)
+
+
+def bench_train(rounds, steps, workers):
+    runs = {"single": [], "workers": []}
+    for _ in range(rounds):
+        runs["single"].append(run_train([], steps))
+        runs["workers"].append(run_train(["--workers", str(workers)], steps))
+    single = float(np.median([r["chars_per_s"] for r in runs["single"]]))
+    dist = float(np.median([r["chars_per_s"] for r in runs["workers"]]))
+    return dict(steps=steps, workers=workers, runs=runs, single_chars_per_s=single,
+                workers_chars_per_s=dist, ratio=dist / single,
+                wait_s=float(np.median([r["wait_s"] for r in runs["workers"]])),
+                train_s=float(np.median([r["seconds"] for r in runs["workers"]])))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--sizes", default="tiny,medium,large")
+    ap.add_argument("--train-steps", type=int, default=500)
+    ap.add_argument("--train-rounds", type=int, default=2)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    from dask.distributed import Client, LocalCluster
+    names = [s for s in args.sizes.split(",") if s]
+    with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
+                      dashboard_address=":0") as lc, Client(lc) as client:
+        calls = bench_calls(client, args.rounds, names)
+    for name, r in calls.items():
+        print(f"{name:7s} {r['size']}: single {r['single_ms']:.2f} ms, distributed "
+              f"{r['distributed_ms']:.2f} ms, overhead {r['overhead_ms']:.2f} ms, "
+              f"speed-up {r['speedup']:.2f}, efficiency {100 * r['efficiency']:.0f}%", flush=True)
+    train = bench_train(args.train_rounds, args.train_steps, args.workers) if args.train_steps else None
+    if train:
+        print(f"train: single {train['single_chars_per_s']:,.0f} chars/s, --workers {args.workers} "
+              f"{train['workers_chars_per_s']:,.0f} chars/s ({train['ratio']:.2f}x), "
+              f"{train['wait_s']:.1f} of {train['train_s']:.1f} s waiting on the cluster")
+    default_model = grad_bytes(96, 128, 96)
+    out = dict(command="python bench/bench_distributed.py " + " ".join(argv or sys.argv[1:]),
+               date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), cpu=cpu_model(),
+               cores=n_cores(), load_average=os.getloadavg(), python=platform.python_version(),
+               calls=calls, train=train,
+               grad_bytes={"train default (vocab 96, hidden 128), float32": default_model,
+                           "large (1024, 1024, 1024), float32": grad_bytes(1024, 1024, 1024)})
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
