@@ -28,9 +28,9 @@ import subprocess
 import sys
 import time
 
-os.environ.setdefault("FASTBPTT_NUM_THREADS", "1")     # before numba/BLAS load: one thread
-for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_v, "1")
+if __name__ == "__main__":              # before NumPy's BLAS loads: one thread, as each worker
+    for _v in ("FASTBPTT_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_v, "1")
 
 import numpy as np  # noqa: E402
 
@@ -114,6 +114,28 @@ def bench_train(rounds, steps, workers):
                 train_s=float(np.median([r["seconds"] for r in runs["workers"]])))
 
 
+def format_table(res):
+    """The README's table (markdown) from this script's JSON."""
+    rows = ["| measurement | single process | distributed | result | target |",
+            "|---|---:|---:|---|---|"]
+    targets = {"tiny": "overhead ≤ 5 ms", "large": "efficiency ≥ 85%"}
+    for name, r in res["calls"].items():
+        T, B, n_in, H, n_out = r["size"]
+        what = (f"{name} ({T}, {B}, {n_in}{' ids' if r['ids'] else ''}, {H}, {n_out}): one "
+                f"`loss_and_grad`")
+        result = (f"overhead {r['overhead_ms']:.1f} ms" if name == "tiny" else
+                  f"efficiency {100 * r['efficiency']:.0f}% (speed-up {r['speedup']:.2f}×)")
+        rows.append(f"| {what} | {r['single_ms']:.2f} ms | {r['distributed_ms']:.2f} ms "
+                    f"({r['workers']} workers) | {result} | {targets.get(name, '')} |")
+    t = res.get("train")
+    if t:
+        rows.append(f"| `fastbptt train` ({t['steps']} steps, default model) | "
+                    f"{t['single_chars_per_s'] / 1e3:.0f} k chars/s | "
+                    f"{t['workers_chars_per_s'] / 1e3:.0f} k chars/s (`--workers {t['workers']}`) | "
+                    f"{t['ratio']:.2f}×; {t['wait_s']:.1f} of {t['train_s']:.1f} s waiting on the cluster | |")
+    return "\n".join(rows)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=5)
@@ -122,7 +144,12 @@ def main(argv=None):
     ap.add_argument("--train-steps", type=int, default=500)
     ap.add_argument("--train-rounds", type=int, default=2)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--table", metavar="JSON", help="print the README table of a saved run and exit")
     args = ap.parse_args(argv)
+    if args.table:
+        with open(args.table) as f:
+            print(format_table(json.load(f)))
+        return 0
     from dask.distributed import Client, LocalCluster
     names = [s for s in args.sizes.split(",") if s]
     with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,

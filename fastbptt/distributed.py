@@ -47,6 +47,8 @@ POLL_S = 0.5
 RETRIES = 3
 SCATTER_TIMEOUT_S = 15
 CONNECT_TIMEOUT_S = 20
+# params up to this size travel inside each shard's task; larger ones are scattered once
+INLINE_PARAMS_BYTES = 1 << 20
 
 
 class ClusterError(RuntimeError):
@@ -344,10 +346,15 @@ def _run(client, params, placed, submit_shard, n_valid, reduction):
         _check_client(client)
         try:
             placed.place()
-            # to one worker: the others fetch it from there (a broadcast stalls on a dead worker)
-            pf = client.scatter([params], hash=False, timeout=SCATTER_TIMEOUT_S)[0]
+            lineless = list(placed.futures)
+            if sum(np.asarray(v).nbytes for v in params.values()) <= INLINE_PARAMS_BYTES:
+                pf = params                   # small: inside each task, one round trip fewer
+            else:
+                # to one worker, the others fetch it from there (a broadcast stalls on a dead worker)
+                pf = client.scatter([params], hash=False, timeout=SCATTER_TIMEOUT_S)[0]
+                lineless.append(pf)
             parts = [submit_shard(pf, f, i) for i, f in enumerate(placed.futures)]
-            loss, grads, h_last = _result(client, _tree(client, parts), [pf, *placed.futures])
+            loss, grads, h_last = _result(client, _tree(client, parts), lineless)
             break
         except (_Lost, CancelledError, OSError) as exc:
             # a worker died with a shard or the params on it: place them again and rerun

@@ -113,6 +113,13 @@ def test_shard_counts_keep_batch_order(client, n_shards):
     assert_same(got, want)
 
 
+@pytest.mark.parametrize("inline_bytes", [0, 1 << 30])
+def test_params_scattered_or_inline(client, monkeypatch, inline_bytes):
+    monkeypatch.setattr(fd, "INLINE_PARAMS_BYTES", inline_bytes)
+    case = make_case(T=6, B=5, seed=15, masked=True, reduction="mean")
+    assert_same(*single_and_distributed(client, case))
+
+
 def test_float32(client):
     case = make_case(T=6, B=6, seed=6, dtype=np.float32, reduction="mean")
     assert_same(*single_and_distributed(client, case), tol=EXACT32)
