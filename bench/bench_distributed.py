@@ -65,6 +65,7 @@ def timed(fn, reps):
 
 
 def bench_calls(client, rounds, names):
+    from dask.distributed import get_task_stream
     from fastbptt import distributed as fd
     res = {}
     setups = {}
@@ -83,12 +84,25 @@ def bench_calls(client, rounds, names):
         for name in names:
             one, dist = setups[name]
             res[name]["single_s"] += timed(one, reps[name])
-            res[name]["distributed_s"] += timed(dist, reps[name])
+            if name == "tiny":                      # overhead: no task stream in the way
+                res[name]["distributed_s"] += timed(dist, reps[name])
+                continue
+            for _ in range(reps[name]):
+                with get_task_stream(client) as ts:
+                    res[name]["distributed_s"] += timed(dist, 1)
+                # the workers' own account: the slowest shard's compute, the rest is the cluster's
+                res[name].setdefault("slowest_shard_s", []).append(max(
+                    sum(x["stop"] - x["start"] for x in d["startstops"] if x["action"] == "compute")
+                    for d in ts.data if "_shard_grad" in str(d["key"])))
     n = len(client.nthreads())
     for name, r in res.items():
         s, d = float(np.median(r["single_s"])), float(np.median(r["distributed_s"]))
+        shards = r.get("slowest_shard_s", [np.nan])
+        shard = float(np.median(shards))
+        outside = float(np.median(np.subtract(r["distributed_s"], shards))) if "slowest_shard_s" in r else np.nan
         r.update(single_ms=1e3 * s, distributed_ms=1e3 * d, overhead_ms=1e3 * (d - s),
-                 speedup=s / d, efficiency=s / (n * d), workers=n)
+                 speedup=s / d, efficiency=s / (n * d), workers=n, slowest_shard_ms=1e3 * shard,
+                 outside_compute_ms=1e3 * outside)
     return res
 
 
@@ -116,7 +130,7 @@ def bench_train(rounds, steps, workers):
 
 def format_table(res):
     """The README's table (markdown) from this script's JSON."""
-    rows = ["| measurement | single process | distributed | result | target |",
+    rows = ["| measurement | single process | distributed | result (medians) | target |",
             "|---|---:|---:|---|---|"]
     targets = {"tiny": "overhead ≤ 5 ms", "large": "efficiency ≥ 85%"}
     for name, r in res["calls"].items():
@@ -125,6 +139,8 @@ def format_table(res):
                 f"`loss_and_grad`")
         result = (f"overhead {r['overhead_ms']:.1f} ms" if name == "tiny" else
                   f"efficiency {100 * r['efficiency']:.0f}% (speed-up {r['speedup']:.2f}×)")
+        result += "" if name == "tiny" else (f"; slowest shard {r['slowest_shard_ms']:.0f} ms, "
+                   f"{r['outside_compute_ms']:.0f} ms outside compute")
         rows.append(f"| {what} | {r['single_ms']:.2f} ms | {r['distributed_ms']:.2f} ms "
                     f"({r['workers']} workers) | {result} | {targets.get(name, '')} |")
     t = res.get("train")
@@ -158,7 +174,8 @@ def main(argv=None):
     for name, r in calls.items():
         print(f"{name:7s} {r['size']}: single {r['single_ms']:.2f} ms, distributed "
               f"{r['distributed_ms']:.2f} ms, overhead {r['overhead_ms']:.2f} ms, "
-              f"speed-up {r['speedup']:.2f}, efficiency {100 * r['efficiency']:.0f}%", flush=True)
+              f"speed-up {r['speedup']:.2f}, efficiency {100 * r['efficiency']:.0f}%; slowest shard "
+              f"{r['slowest_shard_ms']:.1f} ms, {r['outside_compute_ms']:.1f} ms outside", flush=True)
     train = bench_train(args.train_rounds, args.train_steps, args.workers) if args.train_steps else None
     if train:
         print(f"train: single {train['single_chars_per_s']:,.0f} chars/s, --workers {args.workers} "
