@@ -210,7 +210,8 @@ def shard(client, inputs, targets, *, mask=None, h0=None, batch_first=False, n_s
     inputs, targets, mask, h0, batch_first
         As in :func:`fastbptt.loss_and_grad`: inputs ``[T, B, n_in]`` floats or ``[T, B]``
         ids, per-step targets ``[T, B(, n_out)]`` or many-to-one ``[B(, n_out)]``, mask
-        ``[T, B]``, h0 ``[B, H]`` (``[B, T, ...]`` with ``batch_first=True``).
+        ``[T, B]``, h0 ``[B, H]`` or the LSTM's ``(h0, c0)`` (``[B, T, ...]`` with
+        ``batch_first=True``).
     n_shards : int, optional
         Pieces to cut the batch into (default: one per worker thread); more than B gives
         one sequence per shard. Shards go to the workers round-robin.
@@ -239,7 +240,11 @@ def shard(client, inputs, targets, *, mask=None, h0=None, batch_first=False, n_s
     arrays = {"inputs": (inputs, _batch_axis(True, batch_first)), "targets": (targets, t_axis)}
     if mask is not None:
         arrays["mask"] = (np.asarray(mask), _batch_axis(True, batch_first))
-    if h0 is not None:
+    if isinstance(h0, tuple):                        # the LSTM's (h0, c0)
+        if len(h0) != 2:
+            raise ValueError(f"h0 must be an array [B, H] or a pair (h0, c0); got a tuple of {len(h0)}")
+        arrays["h0"], arrays["c0"] = (np.asarray(h0[0]), 0), (np.asarray(h0[1]), 0)
+    elif h0 is not None:
         arrays["h0"] = (np.asarray(h0), 0)
     for name, (a, axis) in arrays.items():
         if a.ndim <= axis or a.shape[axis] != B:
@@ -284,10 +289,15 @@ def _shard_grad(params, piece, kwargs, h0=None, window=None, batch_first=False):
         inputs, targets, mask = data[a:e], data[a + 1:e + 1], None
     else:
         inputs, targets, mask = piece["inputs"], piece["targets"], piece.get("mask")
-        h0 = piece.get("h0") if h0 is None else h0
+        h0 = _state(piece) if h0 is None else h0
     loss, grads, h_last = api.loss_and_grad(params, inputs, targets, h0, mask=mask,
                                             batch_first=batch_first, **kwargs)
     return loss, grads, h_last
+
+
+def _state(d):
+    """h0 of a piece (or probe): an array, the LSTM's (h0, c0), or None."""
+    return (d["h0"], d["c0"]) if "c0" in d else d.get("h0")
 
 
 def _concat(a, b):
@@ -386,8 +396,9 @@ def loss_and_grad(client, params, shards, **kwargs):
     -------
     loss : float
     grads : dict
-        Summed over shards on the workers (tree reduction); ``"h0"`` in batch order.
-    h_last : array [B, H]
+        Summed over shards on the workers (tree reduction); ``"h0"`` (and the LSTM's ``"c0"``)
+        in batch order.
+    h_last : array [B, H] (the LSTM: a tuple (h, c))
         In batch order.
 
     Raises
@@ -410,7 +421,7 @@ def loss_and_grad(client, params, shards, **kwargs):
         probe_kwargs["backend"] = "numpy"            # validation only: the reference is cheapest
     pr = shards._probe
     try:
-        api.loss_and_grad(params, pr["inputs"], pr["targets"], pr.get("h0"), mask=pr.get("mask"),
+        api.loss_and_grad(params, pr["inputs"], pr["targets"], _state(pr), mask=pr.get("mask"),
                           batch_first=shards.batch_first, **probe_kwargs)
     except (ValueError, TypeError) as exc:
         raise type(exc)(f"the shards do not fit these params or keywords: {exc} (checked on a "
