@@ -95,6 +95,8 @@ def bench_calls(client, rounds, names):
                     sum(x["stop"] - x["start"] for x in d["startstops"] if x["action"] == "compute")
                     for d in ts.data if "_shard_grad" in str(d["key"])))
     n = len(client.nthreads())
+    trips = [timed(lambda: client.submit(int, 1, pure=False).result(), 1)[0] for _ in range(30)]
+    round_trip_ms = 1e3 * float(np.median(trips))          # one empty task: Dask's own latency
     for name, r in res.items():
         s, d = float(np.median(r["single_s"])), float(np.median(r["distributed_s"]))
         shards = r.get("slowest_shard_s", [np.nan])
@@ -103,7 +105,40 @@ def bench_calls(client, rounds, names):
         r.update(single_ms=1e3 * s, distributed_ms=1e3 * d, overhead_ms=1e3 * (d - s),
                  speedup=s / d, efficiency=s / (n * d), workers=n, slowest_shard_ms=1e3 * shard,
                  outside_compute_ms=1e3 * outside)
-    return res
+    return res, round_trip_ms
+
+
+def _half_batch(q, name, lo, hi, reps):
+    T, B, n_in, H, n_out, ids = CASES[name]
+    params, x, y = problem(*CASES[name])
+    x, y = np.ascontiguousarray(x[:, lo:hi]), np.ascontiguousarray(y[:, lo:hi])
+    fastbptt.loss_and_grad(params, x, y, reduction="mean")            # compile, warm up
+    q.put(float(np.median(timed(lambda: fastbptt.loss_and_grad(params, x, y, reduction="mean"), reps))))
+
+
+def bench_ceiling(name, workers, rounds, reps=2):
+    """No Dask: the batch cut in ``workers`` pieces, each in its own process, all at once.
+
+    The efficiency this reaches is the machine's own ceiling for data-parallel work (shared
+    cores, memory bandwidth), whatever the framework.
+    """
+    import multiprocessing as mp
+    ctx = mp.get_context("spawn")
+    B = CASES[name][1]
+    bounds = np.linspace(0, B, workers + 1).round().astype(int)
+    alone, together = [], []
+    for _ in range(rounds):
+        for jobs, store in (([(0, B)], alone), (list(zip(bounds[:-1], bounds[1:])), together)):
+            q = ctx.Queue()
+            procs = [ctx.Process(target=_half_batch, args=(q, name, lo, hi, reps)) for lo, hi in jobs]
+            for pr in procs:
+                pr.start()
+            times = [q.get() for _ in procs]
+            for pr in procs:
+                pr.join()
+            store.append(max(times))
+    a, t = float(np.median(alone)), float(np.median(together))
+    return dict(size=name, workers=workers, whole_batch_ms=1e3 * a, pieces_at_once_ms=1e3 * t, efficiency=a / (workers * t))
 
 
 def run_train(extra, steps):
@@ -143,6 +178,14 @@ def format_table(res):
                    f"{r['outside_compute_ms']:.0f} ms outside compute")
         rows.append(f"| {what} | {r['single_ms']:.2f} ms | {r['distributed_ms']:.2f} ms "
                     f"({r['workers']} workers) | {result} | {targets.get(name, '')} |")
+    c = res.get("ceiling")
+    if c:
+        rows.append(f"| no Dask: {c['size']}, the batch in {c['workers']} "
+                    f"processes at once (`multiprocessing`) | {c['whole_batch_ms']:.0f} ms | "
+                    f"{c['pieces_at_once_ms']:.0f} ms | efficiency {100 * c['efficiency']:.0f}%: "
+                    "this machine's ceiling | |")
+    rows.append(f"| one empty Dask task (`submit(...).result()`) | | {res['round_trip_ms']:.1f} ms | "
+                "Dask's own latency, per dependent hop | |")
     t = res.get("train")
     if t:
         rows.append(f"| `fastbptt train` ({t['steps']} steps, default model) | "
@@ -170,12 +213,18 @@ def main(argv=None):
     names = [s for s in args.sizes.split(",") if s]
     with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
                       dashboard_address=":0") as lc, Client(lc) as client:
-        calls = bench_calls(client, args.rounds, names)
+        calls, round_trip_ms = bench_calls(client, args.rounds, names)
     for name, r in calls.items():
         print(f"{name:7s} {r['size']}: single {r['single_ms']:.2f} ms, distributed "
               f"{r['distributed_ms']:.2f} ms, overhead {r['overhead_ms']:.2f} ms, "
               f"speed-up {r['speedup']:.2f}, efficiency {100 * r['efficiency']:.0f}%; slowest shard "
               f"{r['slowest_shard_ms']:.1f} ms, {r['outside_compute_ms']:.1f} ms outside", flush=True)
+    print(f"one empty Dask task: {round_trip_ms:.1f} ms")
+    ceiling = bench_ceiling("large", args.workers, args.rounds) if "large" in names else None
+    if ceiling:
+        print(f"no Dask, large: whole batch {ceiling['whole_batch_ms']:.0f} ms in one process, "
+              f"{args.workers} pieces at once {ceiling['pieces_at_once_ms']:.0f} ms: efficiency "
+              f"{100 * ceiling['efficiency']:.0f}%")
     train = bench_train(args.train_rounds, args.train_steps, args.workers) if args.train_steps else None
     if train:
         print(f"train: single {train['single_chars_per_s']:,.0f} chars/s, --workers {args.workers} "
@@ -185,7 +234,7 @@ def main(argv=None):
     out = dict(command="python bench/bench_distributed.py " + " ".join(argv or sys.argv[1:]),
                date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), cpu=cpu_model(),
                cores=n_cores(), load_average=os.getloadavg(), python=platform.python_version(),
-               calls=calls, train=train,
+               calls=calls, round_trip_ms=round_trip_ms, ceiling=ceiling, train=train,
                grad_bytes={"train default (vocab 96, hidden 128), float32": default_model,
                            "large (1024, 1024, 1024), float32": grad_bytes(1024, 1024, 1024)})
     if args.json:

@@ -91,6 +91,10 @@ def check_workers(client):
         raise ClusterError(f"cannot reach the Dask scheduler at {client.scheduler.address}: {exc}") from None
     if not found:
         raise ClusterError(f"the Dask cluster at {client.scheduler.address} has no workers")
+    # a worker that could not even run the probe (another Python, a broken install) returns
+    # its exception instead of a version
+    found = {w: v if isinstance(v, str) else f"not importable ({type(v).__name__}: {v})"
+             for w, v in found.items()}
     bad = {w: v for w, v in found.items() if v != __version__}
     if bad:
         lines = "; ".join(f"worker {w} has fastbptt {v}" if not v.startswith("not importable")
