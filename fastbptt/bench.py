@@ -13,19 +13,23 @@ wall time of repeated calls after a warm-up that sits outside the timed region:
 * ``jax``        -- ``jit(value_and_grad)`` over ``lax.scan`` (only when JAX is installed)
 
 Throughput counts ``2·T·B·H·(2·n_in + 3·H + 3·n_out)`` flops per forward + backward (one-hot
-inputs are counted as dense, as the issue does). The roofline is the best single-precision
+inputs are counted as dense, so every size is on one scale). The roofline is the best single-precision
 matrix-product rate measured in the same run: an 8192×1024×1024 product through NumPy's BLAS
 and through PyTorch's, the better of the two.
 """
 from __future__ import annotations
 
+import argparse
 import json
+import math
 import os
 import platform
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 SIZES = {  # name: (T, B, n_in, H, n_out, one-hot ids)
     "minchar": (25, 1, 65, 100, 65, True),
@@ -37,19 +41,19 @@ IMPLS = ("fastbptt", "fastbptt-mkl", "reference", "torch", "jax")
 ROOF = (8192, 1024, 1024)                 # sgemm [M, K] @ [K, N]
 
 
-def flops(T, B, n_in, H, n_out):
-    """Flops of one forward + backward, the issue's count."""
+def flops(T: int, B: int, n_in: int, H: int, n_out: int) -> int:
+    """Flops of one forward + backward, one-hot inputs counted as dense."""
     return 2 * T * B * H * (2 * n_in + 3 * H + 3 * n_out)
 
 
-def n_cores():
+def n_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         return os.cpu_count() or 1
 
 
-def cpu_model():
+def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -207,7 +211,7 @@ def _worker(argv):
     setup = time.perf_counter() - t0
     first, times = _timeit(fn, min_time, 5, 2000)
     med = statistics.median(times)
-    blas = sys.modules["fastbptt.cpu"].BLAS_NAME if "fastbptt.cpu" in sys.modules else None
+    blas = sys.modules["fastbptt.cpu.blas"].BLAS_NAME if "fastbptt.cpu.blas" in sys.modules else None
     print(json.dumps(dict(ok=True, impl=impl, size=size, dtype=dtype, setup_s=setup, blas=blas,
                           first_s=first, median_s=med, min_s=min(times), reps=len(times),
                           gflops=fl / med / 1e9)))
@@ -261,7 +265,8 @@ def _available(mod):
 
 
 # --------------------------------------------------------------------------- CLI
-def configure_parser(parser):
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add ``fastbptt bench``'s options to ``parser``."""
     parser.add_argument("--sizes", default="minchar,small,medium,large",
                         help="comma-separated subset of " + ", ".join(SIZES) + " (default: all)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
@@ -281,16 +286,18 @@ def configure_parser(parser):
 
 
 def _parse_list(name, text, allowed):
+    """Comma-separated names, each once, in the order given."""
     from .cli import CLIError
-    items = [s.strip() for s in text.split(",") if s.strip()]
+    items = list(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
     bad = [s for s in items if s not in allowed]
     if bad or not items:
         raise CLIError(f"--{name}: unknown {', '.join(bad) or '(empty)'}; choose from {', '.join(allowed)}")
     return items
 
 
-def run_bench(sizes, dtype="float32", backend="cpu", impls=IMPLS, min_time=2.0, rounds=1,
-              roofline=True, timeout=600, log=print):
+def run_bench(sizes: list[str], dtype: str = "float32", backend: str = "cpu", impls=IMPLS,
+              min_time: float = 2.0, rounds: int = 1, roofline: bool = True, timeout: float = 600,
+              log: Callable[[str], Any] = print) -> dict:
     """Run the measurements; return the results dict that ``--json`` writes."""
     notes = []
     skip = {}
@@ -385,7 +392,7 @@ def _versions():
     return out
 
 
-def format_table(res):
+def format_table(res: dict) -> str:
     """The results as a Markdown table."""
     def f(v, fmt):
         return "–" if v is None else format(v, fmt)
@@ -405,7 +412,12 @@ def format_table(res):
     return "\n".join(lines)
 
 
-def plot(res, path):
+def _size_label(size):
+    T, B, n_in, H, n_out, ids = SIZES[size]
+    return f"{size}\n({T}, {B}, {n_in}{' ids' if ids else ''}, {H}, {n_out})"
+
+
+def plot(res: dict, path: str) -> None:
     """Grouped bars of GFLOP/s per size and implementation, with the roofline."""
     import matplotlib
     matplotlib.use("Agg")
@@ -424,7 +436,8 @@ def plot(res, path):
         ax.bar(xs, ys, width, label=impl)
     if res["roofline"]["gflops"]:
         ax.axhline(res["roofline"]["gflops"], color="k", ls="--", lw=1, label="roofline (best sgemm)")
-    ax.set_xticks(range(len(sizes)), sizes)
+    ax.set_xticks(range(len(sizes)), [_size_label(s) for s in sizes], fontsize=8)
+    ax.set_xlabel("problem size (T, B, n_in, H, n_out)")
     ax.set_yscale("log")
     ax.set_ylabel("GFLOP/s (forward + backward)")
     ax.set_title(f"fastbptt bench, {res['dtype']}, {res['machine']['cores']} cores")
@@ -434,25 +447,38 @@ def plot(res, path):
     plt.close(fig)
 
 
-def main(args) -> int:
+def main(args: argparse.Namespace) -> int:
+    """Run ``fastbptt bench`` with parsed ``args``; the exit status."""
     from .cli import CLIError
     sizes = _parse_list("sizes", args.sizes, tuple(SIZES))
     impls = _parse_list("impls", args.impls, IMPLS)
-    if not args.min_time > 0 or args.rounds < 1:   # "not > 0" also rejects nan
-        raise CLIError("--min-time must be > 0 and --rounds >= 1")
-    if not args.timeout > 0:           # also rejects nan
-        raise CLIError(f"--timeout must be > 0 seconds; got {args.timeout}")
+    from .cli import check_output_path
+    for name in ("min_time", "timeout"):
+        v = getattr(args, name)
+        if not (math.isfinite(v) and v > 0):
+            raise CLIError(f"--{name.replace('_', '-')} must be a finite number of seconds > 0; got {v}")
+    if args.rounds < 1:
+        raise CLIError(f"--rounds must be >= 1; got {args.rounds}")
+    for opt, path in (("--json", args.json), ("--plot", args.plot)):
+        if path:
+            check_output_path(opt, path)          # before the run, not after it
     if args.plot and not _available("matplotlib"):
-        raise CLIError("--plot needs matplotlib (pip install 'fastbptt[plot]')")
+        raise CLIError("--plot needs matplotlib, which is not installed: pip install 'fastbptt[plot]'")
+    from .cli import measurement_metadata
+    meta = measurement_metadata(getattr(args, "command_line", "fastbptt bench"))
     print(f"fastbptt bench: sizes {', '.join(sizes)}; {args.dtype}; backend {args.backend}; "
           f"{n_cores()} cores; each measurement in its own process", flush=True)
     res = run_bench(sizes, args.dtype, args.backend, impls, args.min_time, args.rounds,
                     not args.no_roofline, args.timeout,
                     log=lambda s: print(s, file=sys.stderr, flush=True))
+    res["meta"] = measurement_metadata(meta["command"], meta)
     print(format_table(res))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=2)
+        try:
+            with open(args.json, "w") as f:
+                json.dump(res, f, indent=2)
+        except OSError as exc:
+            raise CLIError(f"--json {args.json}: cannot write: {exc.strerror or exc}") from None
         print(f"wrote {args.json}")
     if args.plot:
         plot(res, args.plot)

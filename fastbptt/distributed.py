@@ -304,6 +304,13 @@ def _state(d):
     return (d["h0"], d["c0"]) if "c0" in d else d.get("h0")
 
 
+def _rows(h, lo, hi):
+    """Sequences lo:hi of a state: an array, the LSTM's (h, c), or None (zeros)."""
+    if h is None:
+        return None
+    return tuple(x[lo:hi] for x in h) if isinstance(h, tuple) else h[lo:hi]
+
+
 def _concat(a, b):
     if isinstance(a, tuple):                          # (h, c) states
         return tuple(_concat(x, y) for x, y in zip(a, b))
@@ -493,7 +500,7 @@ class Trainer:
         b = self.bounds
 
         def submit_shard(pf, piece, i):
-            return self.client.submit(_shard_grad, pf, piece, call_kwargs, h0=h0[b[i]:b[i + 1]],
+            return self.client.submit(_shard_grad, pf, piece, call_kwargs, h0=_rows(h0, b[i], b[i + 1]),
                                       window=window, pure=False)
 
         t0 = time.perf_counter()
@@ -508,11 +515,10 @@ class Trainer:
         from .train import train_update
         stream = TBPTTStream(data, cfg["bptt"], h0=state.h, pos=state.pos, drop_last=True)
         if stream.done():                             # end of the streams: next epoch, fresh state
-            stream.reset(np.zeros_like(state.h))
+            stream.reset(None)
         a = stream.pos
         e = min(stream.steps, a + stream.k)
-        h0 = stream.h if stream.h is not None else np.zeros_like(state.h)
-        loss, grads, h_last = self.loss_and_grad(state.params, (a, e), h0)
+        loss, grads, h_last = self.loss_and_grad(state.params, (a, e), stream.h, cell=cfg.get("cell", "rnn"))
         return train_update(state, cfg, loss, grads, h_last, e)
 
     def summary(self):

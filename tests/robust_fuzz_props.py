@@ -1,4 +1,4 @@
-"""The fuzz properties of issue 7, run by tests/test_robust_fuzz.py in a child pytest.
+"""The fuzz properties, run by tests/test_robust_fuzz.py in a child pytest.
 
 Not named test_*.py on purpose: the default run does not collect it in-process, where a
 crash in compiled code would kill pytest; ``test_fuzz_in_a_child_process`` runs
@@ -207,6 +207,57 @@ def test_nan_and_inf_anywhere_never_crash_and_match_reference(kw):
                 call_checked(kw, check_finite=True)
 
 
+@st.composite
+def padded_problems(draw):
+    """(clean, poisoned): a valid call with right-padded sequences, and the same call whose
+    padding (the steps after each sequence's last valid step) holds NaN, ±inf, a huge value or
+    ids outside the vocabulary (-100, PyTorch's ignore index); many-to-one targets of
+    sequences without a valid step are poisoned too. Every input kind, target kind, layout,
+    truncation and checkpointing that :func:`problems` draws."""
+    kw = draw(problems())
+    bf = kw["batch_first"]
+    T, B = (kw["inputs"].shape[1], kw["inputs"].shape[0]) if bf else kw["inputs"].shape[:2]
+    lengths = draw(hnp.arrays(np.int64, B, elements=st.integers(0, T)))
+    pad = np.arange(T)[:, None] >= lengths[None, :]                   # [T, B]
+    assume(pad.any())
+    value = draw(st.sampled_from([np.nan, np.inf, -np.inf, 1e30]))
+    bad_id = draw(st.sampled_from([-100, 10 ** 6]))
+    tm = (lambda a: np.swapaxes(a, 0, 1)) if bf else (lambda a: a)     # a view, time-major
+    mask = (~pad).astype(np.float64)
+    clean = dict(kw, mask=np.ascontiguousarray(tm(mask)))
+    bad = dict(clean)
+    x = np.array(kw["inputs"], dtype=np.int64 if kw["inputs"].dtype.kind in "iu" else None)
+    tm(x)[pad] = value if x.dtype.kind == "f" else bad_id
+    bad["inputs"] = x
+    y = np.array(kw["targets"], dtype=np.int64 if kw["targets"].dtype.kind in "iu" else None)
+    many_to_one = y.ndim == (1 if y.dtype.kind in "iu" else 2)
+    if many_to_one:
+        y[lengths == 0] = bad_id if y.dtype.kind in "iu" else value
+    else:
+        tm(y)[pad] = bad_id if y.dtype.kind in "iu" else value
+    bad["targets"] = y
+    return clean, bad
+
+
+@FUZZ
+@given(padded_problems())
+def test_poisoned_padding_changes_nothing(case):
+    """Padding influences nothing: the loss, every gradient and h_last with poisoned padding
+    equal the reference's with clean padding, on the reference and the CPU backend."""
+    clean, bad = case
+    dt = clean["params"]["U"].dtype
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        want = call_checked(clean, backend="numpy")
+        for backend in ("numpy", "cpu"):
+            got = call_checked(bad, backend=backend)
+            check_contract(got, bad)
+            _agree(got[0], want[0], dt, f"{backend} loss")
+            for k in want[1]:
+                _agree(got[1][k], want[1][k], dt, f"{backend} grads[{k!r}]")
+            _agree(got[2], want[2], dt, f"{backend} h_last")
+
+
 # One corruption of a valid call, and a word the error message must contain.
 def _corruptions(kw):
     p = kw["params"]
@@ -316,8 +367,10 @@ def test_layer_api_matches_reference(case):
     res = {}
     for backend in ("numpy", "cpu"):
         hs, cache = fastbptt.rnn_forward(**kw, backend=backend)
-        assert not hs.flags.writeable
         res[backend] = (hs.copy(),) + tuple(fastbptt.rnn_backward(dhs, cache))
+        hs[...] = np.nan                     # hs is the caller's: the cache never sees it
+        for a, e in zip(fastbptt.rnn_backward(dhs, cache), res[backend][1:]):
+            np.testing.assert_array_equal(a, e)
         assert_unchanged(before, (kw, dhs), "arguments")
     dt = kw["U"].dtype
     names = ("hs", "dx", "dh0", "dU", "dW", "db")

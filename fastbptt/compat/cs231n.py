@@ -59,7 +59,7 @@ def rnn_backward(dh, cache):
     -------
     dx : (N, T, D), dh0 : (N, H), dWx : (D, H), dWh : (H, H), db : (H,)
     """
-    if not isinstance(cache, api.RNNCache):
+    if not isinstance(cache, api.LayerCache):
         raise TypeError(f"cache must come from fastbptt.compat.cs231n.rnn_forward; got {type(cache).__name__}")
     dh = float_array("dh", dh, ndim=3)
     dx, dh0, dU, dW, db = api.rnn_backward(dh, cache)
