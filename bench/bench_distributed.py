@@ -1,6 +1,6 @@
 """Data-parallel BPTT on a local Dask cluster against the single-process call.
 
-    python bench/bench_distributed.py --rounds 5 --json bench/results/distributed.json
+    python bench/bench_distributed.py --rounds 3 --json docs/figures/distributed.json
 
 Measures, on this machine:
 
@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -35,7 +34,7 @@ if __name__ == "__main__":              # before NumPy's BLAS loads: one thread,
 import numpy as np  # noqa: E402
 
 import fastbptt  # noqa: E402
-from fastbptt.bench import SIZES, cpu_model, n_cores  # noqa: E402
+from fastbptt.bench import SIZES  # noqa: E402
 
 # name: (T, B, n_in, H, n_out, one-hot ids)
 CASES = {"tiny": SIZES["minchar"][:1] + (2,) + SIZES["minchar"][2:],
@@ -163,38 +162,6 @@ def bench_train(rounds, steps, workers):
                 train_s=float(np.median([r["seconds"] for r in runs["workers"]])))
 
 
-def format_table(res):
-    """The README's table (markdown) from this script's JSON."""
-    rows = ["| measurement | single process | distributed | result (medians) | target |",
-            "|---|---:|---:|---|---|"]
-    targets = {"tiny": "overhead ≤ 5 ms", "large": "efficiency ≥ 85%"}
-    for name, r in res["calls"].items():
-        T, B, n_in, H, n_out = r["size"]
-        what = (f"{name} ({T}, {B}, {n_in}{' ids' if r['ids'] else ''}, {H}, {n_out}): one "
-                f"`loss_and_grad`")
-        result = (f"overhead {r['overhead_ms']:.1f} ms" if name == "tiny" else
-                  f"efficiency {100 * r['efficiency']:.0f}% (speed-up {r['speedup']:.2f}×)")
-        result += "" if name == "tiny" else (f"; slowest shard {r['slowest_shard_ms']:.0f} ms, "
-                   f"{r['outside_compute_ms']:.0f} ms outside compute")
-        rows.append(f"| {what} | {r['single_ms']:.2f} ms | {r['distributed_ms']:.2f} ms "
-                    f"({r['workers']} workers) | {result} | {targets.get(name, '')} |")
-    c = res.get("ceiling")
-    if c:
-        rows.append(f"| no Dask: {c['size']}, the batch in {c['workers']} "
-                    f"processes at once (`multiprocessing`) | {c['whole_batch_ms']:.0f} ms | "
-                    f"{c['pieces_at_once_ms']:.0f} ms | efficiency {100 * c['efficiency']:.0f}%: "
-                    "this machine's ceiling | |")
-    rows.append(f"| one empty Dask task (`submit(...).result()`) | | {res['round_trip_ms']:.1f} ms | "
-                "Dask's own latency, per dependent hop | |")
-    t = res.get("train")
-    if t:
-        rows.append(f"| `fastbptt train` ({t['steps']} steps, default model) | "
-                    f"{t['single_chars_per_s'] / 1e3:.0f} k chars/s | "
-                    f"{t['workers_chars_per_s'] / 1e3:.0f} k chars/s (`--workers {t['workers']}`) | "
-                    f"{t['ratio']:.2f}×; {t['wait_s']:.1f} of {t['train_s']:.1f} s waiting on the cluster | |")
-    return "\n".join(rows)
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=5)
@@ -202,14 +169,12 @@ def main(argv=None):
     ap.add_argument("--sizes", default="tiny,medium,large")
     ap.add_argument("--train-steps", type=int, default=500)
     ap.add_argument("--train-rounds", type=int, default=2)
-    ap.add_argument("--json", default=None)
-    ap.add_argument("--table", metavar="JSON", help="print the README table of a saved run and exit")
+    ap.add_argument("--json", metavar="FILE", help="also write the results as JSON (README figure: "
+                    "docs/figures/distributed.json)")
     args = ap.parse_args(argv)
-    if args.table:
-        with open(args.table) as f:
-            print(format_table(json.load(f)))
-        return 0
     from dask.distributed import Client, LocalCluster
+    from fastbptt.cli import measurement_metadata
+    meta = measurement_metadata("python bench/bench_distributed.py " + " ".join(sys.argv[1:] if argv is None else argv))
     names = [s for s in args.sizes.split(",") if s]
     with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
                       dashboard_address=":0") as lc, Client(lc) as client:
@@ -231,10 +196,8 @@ def main(argv=None):
               f"{train['workers_chars_per_s']:,.0f} chars/s ({train['ratio']:.2f}x), "
               f"{train['wait_s']:.1f} of {train['train_s']:.1f} s waiting on the cluster")
     default_model = grad_bytes(96, 128, 96)
-    out = dict(command="python bench/bench_distributed.py " + " ".join(argv or sys.argv[1:]),
-               date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), cpu=cpu_model(),
-               cores=n_cores(), load_average=os.getloadavg(), python=platform.python_version(),
-               calls=calls, round_trip_ms=round_trip_ms, ceiling=ceiling, train=train,
+    out = dict(meta=measurement_metadata(meta["command"], meta), calls=calls,
+               round_trip_ms=round_trip_ms, ceiling=ceiling, train=train,
                grad_bytes={"train default (vocab 96, hidden 128), float32": default_model,
                            "large (1024, 1024, 1024), float32": grad_bytes(1024, 1024, 1024)})
     if args.json:
