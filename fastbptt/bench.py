@@ -41,9 +41,18 @@ IMPLS = ("fastbptt", "fastbptt-mkl", "reference", "torch", "jax")
 ROOF = (8192, 1024, 1024)                 # sgemm [M, K] @ [K, N]
 
 
-def flops(T: int, B: int, n_in: int, H: int, n_out: int) -> int:
-    """Flops of one forward + backward, one-hot inputs counted as dense."""
-    return 2 * T * B * H * (2 * n_in + 3 * H + 3 * n_out)
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+
+def flops(T: int, B: int, n_in: int, H: int, n_out: int, cell: str = "rnn") -> int:
+    """Flops of one forward + backward, one-hot inputs counted as dense.
+
+    Per step and sequence: the input projection and dU (2·G·H·n_in), the recurrent product,
+    its gradient and dW (3·G·H·H), the head, dV and ∂L/∂h (3·H·n_out), times two flops per
+    multiply-add; G is the cell's gate count (1, 4, 3). Pointwise work is not counted.
+    """
+    G = GATES[cell]
+    return 2 * T * B * H * (G * (2 * n_in + 3 * H) + 3 * n_out)
 
 
 def n_cores() -> int:
@@ -65,13 +74,13 @@ def cpu_model() -> str:
 
 
 # --------------------------------------------------------------------------- workers
-def _problem(size, dtype):
+def _problem(size, dtype, cell="rnn"):
     import numpy as np
     T, B, n_in, H, n_out, ids = SIZES[size]
     rng = np.random.default_rng(0)
     dt = np.dtype(dtype)
     from . import api
-    params = api.init_params(n_in, H, n_out, dtype=dt, seed=0)
+    params = api.init_params(n_in, H, n_out, dtype=dt, seed=0, cell=cell)
     x = rng.integers(0, n_in, (T, B)) if ids else rng.standard_normal((T, B, n_in)).astype(dt)
     y = rng.integers(0, n_out, (T, B))
     return params, x, y
@@ -92,28 +101,29 @@ def _timeit(fn, min_time, min_reps, max_reps):
     return first, times
 
 
-def _fn_fastbptt(size, dtype, backend):
+def _fn_fastbptt(size, dtype, backend, cell="rnn"):
     from . import api
-    params, x, y = _problem(size, dtype)
+    params, x, y = _problem(size, dtype, cell)
     if backend == "cuda":
         from . import cuda  # noqa: F401  (raises ImportError when unavailable)
-    return lambda: api.loss_and_grad(params, x, y, backend=backend)
+    return lambda: api.loss_and_grad(params, x, y, backend=backend, cell=cell)
 
 
-def _fn_reference(size, dtype, backend):
+def _fn_reference(size, dtype, backend, cell="rnn"):
     from . import api
-    params, x, y = _problem(size, dtype)
-    return lambda: api.loss_and_grad(params, x, y, backend="numpy")
+    params, x, y = _problem(size, dtype, cell)
+    return lambda: api.loss_and_grad(params, x, y, backend="numpy", cell=cell)
 
 
-def _fn_torch(size, dtype, backend):
+def _fn_torch(size, dtype, backend, cell="rnn"):
     import numpy as np
     import torch
     torch.set_num_threads(n_cores())
     T, B, n_in, H, n_out, ids = SIZES[size]
-    params, x, y = _problem(size, dtype)
+    params, x, y = _problem(size, dtype, cell)
     tdt = torch.float32 if np.dtype(dtype) == np.float32 else torch.float64
-    rnn = torch.nn.RNN(n_in, H, nonlinearity="tanh").to(tdt)
+    rnn = (torch.nn.RNN(n_in, H, nonlinearity="tanh") if cell == "rnn" else
+           {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell](n_in, H)).to(tdt)
     lin = torch.nn.Linear(H, n_out).to(tdt)
     with torch.no_grad():
         rnn.weight_ih_l0.copy_(torch.from_numpy(params["U"]))
@@ -133,6 +143,8 @@ def _fn_torch(size, dtype, backend):
         torch.backends.cudnn.enabled = True
         rnn, lin = rnn.cuda(), lin.cuda()
         xt, yt, h0 = xt.cuda(), yt.cuda(), h0.cuda()
+    if cell == "lstm":
+        h0 = (h0, h0.clone())
 
     def fn():
         for m in (rnn, lin):
@@ -145,25 +157,41 @@ def _fn_torch(size, dtype, backend):
     return fn
 
 
-def _fn_jax(size, dtype, backend):
+def _fn_jax(size, dtype, backend, cell="rnn"):
     import numpy as np
     if np.dtype(dtype) == np.float64:
         os.environ.setdefault("JAX_ENABLE_X64", "1")
     import jax
     import jax.numpy as jnp
     T, B, n_in, H, n_out, ids = SIZES[size]
-    params, x, y = _problem(size, dtype)
+    params, x, y = _problem(size, dtype, cell)
     P = {k: jnp.asarray(v) for k, v in params.items()}
     xj, yj = jnp.asarray(x), jnp.asarray(y)
+    sig = jax.nn.sigmoid
+
+    def step(P, s, xu_t):                  # the cell's equations (fastbptt/cells/)
+        h = s[0]
+        r = h @ P["W"].T
+        if cell == "rnn":
+            return (jnp.tanh(xu_t + r),)
+        if cell == "lstm":
+            z = xu_t + r
+            i, f, g, o = sig(z[:, :H]), sig(z[:, H:2 * H]), jnp.tanh(z[:, 2 * H:3 * H]), sig(z[:, 3 * H:])
+            c = f * s[1] + i * g
+            return (o * jnp.tanh(c), c)
+        rg, zg = sig(xu_t[:, :H] + r[:, :H]), sig(xu_t[:, H:2 * H] + r[:, H:2 * H])
+        n = jnp.tanh(xu_t[:, 2 * H:] + rg * (r[:, 2 * H:] + P["bn"]))
+        return ((1 - zg) * n + zg * h,)
 
     def loss_fn(P, x, y):
         # input projection for all steps at once, then the recurrence in lax.scan
-        xu = (P["U"].T[x] if ids else x @ P["U"].T) + P["b"]           # [T, B, H]
+        xu = (P["U"].T[x] if ids else x @ P["U"].T) + P["b"]           # [T, B, G·H]
 
-        def step(h, xu_t):
-            h = jnp.tanh(xu_t + h @ P["W"].T)
-            return h, h
-        _, hs = jax.lax.scan(step, jnp.zeros((B, H), xu.dtype), xu)   # [T, B, H]
+        def scan_step(s, xu_t):
+            s = step(P, s, xu_t)
+            return s, s[0]
+        s0 = tuple(jnp.zeros((B, H), xu.dtype) for _ in range(2 if cell == "lstm" else 1))
+        _, hs = jax.lax.scan(scan_step, s0, xu)                        # [T, B, H]
         o = hs @ P["V"].T + P["c"]
         lse = jax.nn.logsumexp(o, axis=-1)
         return jnp.sum(lse - jnp.take_along_axis(o, y[..., None], axis=-1)[..., 0])
@@ -194,8 +222,9 @@ def _fn_sgemm(lib, dtype):
 
 
 def _worker(argv):
-    """Child process: ``impl size dtype backend min_time``; prints one JSON line."""
+    """Child process: ``impl size dtype backend min_time [cell]``; prints one JSON line."""
     impl, size, dtype, backend, min_time = argv[0], argv[1], argv[2], argv[3], float(argv[4])
+    cell = argv[5] if len(argv) > 5 else "rnn"
     t0 = time.perf_counter()
     if impl == "fastbptt" and backend == "cuda":
         _worker_cuda(size, dtype, min_time)
@@ -206,8 +235,8 @@ def _worker(argv):
     else:
         fn = {"fastbptt": _fn_fastbptt, "fastbptt-mkl": _fn_fastbptt,
               "reference": _fn_reference, "torch": _fn_torch,
-              "jax": _fn_jax}[impl](size, dtype, backend)
-        fl = flops(*SIZES[size][:5])
+              "jax": _fn_jax}[impl](size, dtype, backend, cell)
+        fl = flops(*SIZES[size][:5], cell=cell)
     setup = time.perf_counter() - t0
     first, times = _timeit(fn, min_time, 5, 2000)
     med = statistics.median(times)
@@ -233,9 +262,9 @@ def _worker_cuda(size, dtype, min_time):
                           gflops=flops(T, B, n_in, H, n_out) / med / 1e9)))
 
 
-def _run_child(impl, size, dtype, backend, min_time, timeout):
+def _run_child(impl, size, dtype, backend, min_time, timeout, cell="rnn"):
     cmd = [sys.executable, "-c", "import sys; from fastbptt.bench import _worker; _worker(sys.argv[1:])",
-           impl, size, dtype, backend, str(min_time)]
+           impl, size, dtype, backend, str(min_time), cell]
     env = dict(os.environ)
     if impl == "fastbptt-mkl":
         env["FASTBPTT_BLAS"] = "mkl"
@@ -270,6 +299,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", default="minchar,small,medium,large",
                         help="comma-separated subset of " + ", ".join(SIZES) + " (default: all)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    parser.add_argument("--cell", default="rnn", choices=("rnn", "lstm", "gru"),
+                        help="recurrent cell; the PyTorch peer is nn.RNN, nn.LSTM or nn.GRU")
     parser.add_argument("--backend", default="cpu", choices=("cpu", "cuda"),
                         help="fastbptt backend to measure (default cpu)")
     parser.add_argument("--impls", default=",".join(IMPLS),
@@ -297,7 +328,7 @@ def _parse_list(name, text, allowed):
 
 def run_bench(sizes: list[str], dtype: str = "float32", backend: str = "cpu", impls=IMPLS,
               min_time: float = 2.0, rounds: int = 1, roofline: bool = True, timeout: float = 600,
-              log: Callable[[str], Any] = print) -> dict:
+              log: Callable[[str], Any] = print, cell: str = "rnn") -> dict:
     """Run the measurements; return the results dict that ``--json`` writes."""
     notes = []
     skip = {}
@@ -336,7 +367,7 @@ def run_bench(sizes: list[str], dtype: str = "float32", backend: str = "cpu", im
             for impl in impls:
                 if impl in skip:
                     continue
-                res = _run_child(impl, size, dtype, backend, min_time, timeout)
+                res = _run_child(impl, size, dtype, backend, min_time, timeout, cell)
                 runs.setdefault((impl, size), []).append(res)
                 if res.get("ok"):
                     log(f"  round {r + 1}: {size:8s} {impl:10s} {res['median_s'] * 1e3:10.3f} ms "
@@ -372,8 +403,8 @@ def run_bench(sizes: list[str], dtype: str = "float32", backend: str = "cpu", im
         machine=dict(cpu=cpu_model(), cores=n_cores(), python=platform.python_version(),
                      platform=platform.platform()),
         command="fastbptt bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else "",
-        dtype=dtype, backend=backend, rounds=rounds, min_time=min_time,
-        flops_formula="2*T*B*H*(2*n_in + 3*H + 3*n_out)",
+        dtype=dtype, backend=backend, rounds=rounds, min_time=min_time, cell=cell,
+        flops_formula="2*T*B*H*(G*(2*n_in + 3*H) + 3*n_out), G = gates (rnn 1, lstm 4, gru 3)",
         roofline=dict(gflops=roof_gflops, sgemm=f"{ROOF[0]}x{ROOF[1]}x{ROOF[2]}",
                       per_lib={k: statistics.median(v) for k, v in roof.items()}),
         versions=_versions(), rows=rows, notes=notes,
@@ -466,11 +497,11 @@ def main(args: argparse.Namespace) -> int:
         raise CLIError("--plot needs matplotlib, which is not installed: pip install 'fastbptt[plot]'")
     from .cli import measurement_metadata
     meta = measurement_metadata(getattr(args, "command_line", "fastbptt bench"))
-    print(f"fastbptt bench: sizes {', '.join(sizes)}; {args.dtype}; backend {args.backend}; "
+    print(f"fastbptt bench: {args.cell} cell; sizes {', '.join(sizes)}; {args.dtype}; backend {args.backend}; "
           f"{n_cores()} cores; each measurement in its own process", flush=True)
     res = run_bench(sizes, args.dtype, args.backend, impls, args.min_time, args.rounds,
                     not args.no_roofline, args.timeout,
-                    log=lambda s: print(s, file=sys.stderr, flush=True))
+                    log=lambda s: print(s, file=sys.stderr, flush=True), cell=args.cell)
     res["meta"] = measurement_metadata(meta["command"], meta)
     print(format_table(res))
     if args.json:

@@ -73,7 +73,7 @@ def _ckpt_segment(checkpoint, T):
 def estimate(T: int, B: int, n_in: int, n_hidden: int, n_out: int, *,
              truncate: int | tuple[int, int] | None = None, checkpoint: int | str | None = None,
              dtype=np.float32, inputs: str = "onehot", vocab_size: int | None = None,
-             fused: bool | None = None) -> MemoryEstimate:
+             fused: bool | None = None, cell: str = "rnn") -> MemoryEstimate:
     """Predicted peak bytes of ``loss_and_grad`` on the CPU backend, by component.
 
     Parameters

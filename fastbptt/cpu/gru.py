@@ -16,7 +16,10 @@ _INLINE = dict(_JIT, inline="always")
 
 @njit(**_INLINE)
 def forward_pointwise(pre, rec, prev, cur, bn, H, act):
-    """pre [B, 3H] = x Uᵀ + b, rec [B, 3H] = h_{t-1} Wᵀ, bn [H]; prev/cur [B, 5H] rows."""
+    """pre [B, 3H] = x Uᵀ + b, rec [B, 3H] = h_{t-1} Wᵀ, bn [H]; prev/cur [B, 5H] rows.
+
+    One simple loop per gate, so each vectorises (as the LSTM's).
+    """
     B = cur.shape[0]
     one = cur.dtype.type(1)
     for b in range(B):
@@ -25,15 +28,16 @@ def forward_pointwise(pre, rec, prev, cur, bn, H, act):
         p = prev[b]
         out = cur[b]
         for j in range(H):
-            r = sigmoid_s(x[j] + hr[j])
-            z = sigmoid_s(x[H + j] + hr[H + j])
-            hn = hr[2 * H + j] + bn[j]
-            n = tanh_s(x[2 * H + j] + r * hn)
-            out[j] = (one - z) * n + z * p[j]
-            out[H + j] = r
-            out[2 * H + j] = z
-            out[3 * H + j] = n
-            out[4 * H + j] = hn
+            out[H + j] = sigmoid_s(x[j] + hr[j])                    # r
+        for j in range(H):
+            out[2 * H + j] = sigmoid_s(x[H + j] + hr[H + j])        # z
+        for j in range(H):
+            out[4 * H + j] = hr[2 * H + j] + bn[j]                  # hn
+        for j in range(H):
+            out[3 * H + j] = tanh_s(x[2 * H + j] + out[H + j] * out[4 * H + j])   # n
+        for j in range(H):
+            z = out[2 * H + j]
+            out[j] = (one - z) * out[3 * H + j] + z * p[j]
 
 
 @njit(**_INLINE)
