@@ -93,10 +93,10 @@ def test_truncation_checkpointing_backends(client, kwargs):
     assert_same(*single_and_distributed(client, case, **kwargs))
 
 
+@pytest.mark.parametrize("backend", ["cpu", "numpy"])
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("opts", [dict(), dict(truncate=(2, 4), checkpoint=3), dict(many_to_one=True)])
-def test_gated_cells(client, cell, opts):
-    # cells other than "rnn" run on the NumPy backend so far; the shards pass backend through
+def test_gated_cells(client, cell, opts, backend):
     rng = np.random.default_rng(16)
     T, B, n_in, H, n_out = 6, 5, 4, 3, 5
     params = fastbptt.init_params(n_in, H, n_out, cell=cell, dtype=np.float64, seed=16)
@@ -105,7 +105,7 @@ def test_gated_cells(client, cell, opts):
                 targets=rng.integers(0, n_out, (B,) if opts.get("many_to_one") else (T, B)),
                 h0=(h0, rng.standard_normal((B, H))) if cell == "lstm" else h0,
                 mask=(rng.random((T, B)) < 0.8).astype(np.int64), batch_first=False,
-                cell=cell, reduction="mean", backend="numpy")
+                cell=cell, reduction="mean", backend=backend)
     kwargs = {k: v for k, v in opts.items() if k != "many_to_one"}
     assert_same(*single_and_distributed(client, case, n_shards=3, **kwargs))
 
