@@ -345,12 +345,12 @@ def test_train_on_a_cluster_equals_single_process_and_resumes(cluster, text_file
         np.testing.assert_allclose(p2[k], p1[k], **DISTRIBUTED_TRAIN64)
 
 
-def _train_workers_vs_single(argv, tmp_path, capsys, steps):
+def _train_workers_vs_single(argv, tmp_path, capsys, steps, cluster_args=("--workers", "2")):
     from tolerances import DISTRIBUTED_TRAIN64
     one, dist = str(tmp_path / "one.npz"), str(tmp_path / "dist.npz")
     code, _, err = _cli(argv + ["--steps", str(steps), "--save", one], capsys)
     assert code == 0, err
-    code, out, err = _cli(argv + ["--steps", str(steps), "--save", dist, "--workers", "2"], capsys)
+    code, out, err = _cli(argv + ["--steps", str(steps), "--save", dist, *cluster_args], capsys)
     assert code == 0, err
     assert "2 Dask workers" in out
     (l1, _), (l2, _) = _losses_and_params(one), _losses_and_params(dist)
@@ -360,6 +360,12 @@ def _train_workers_vs_single(argv, tmp_path, capsys, steps):
 
 def test_train_workers_starts_a_local_cluster(text_file, tmp_path, capsys):
     _train_workers_vs_single(["--text", text_file] + TINY, tmp_path, capsys, steps=12)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_train_gated_cells_on_a_cluster(cluster, cell, text_file, tmp_path, capsys):
+    _train_workers_vs_single(["--text", text_file, "--cell", cell] + TINY, tmp_path, capsys, steps=12,
+                             cluster_args=("--scheduler", cluster.scheduler_address))
 
 
 @pytest.mark.slow
