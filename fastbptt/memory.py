@@ -131,12 +131,9 @@ def estimate(T: int, B: int, n_in: int, n_hidden: int, n_out: int, *,
         raise TypeError(f"dtype must be float32 or float64; got {dtype!r}")
     it = dt.itemsize
     H, O, I = n_hidden, n_out, n_in
+    from .engine import plan
     tr = parse_truncate(truncate, T)
-    seg = _ckpt_segment(checkpoint, T)
-    k1, k2 = tr if tr is not None else (T, T)
-    hist = k2 - k1
-    if seg is not None and seg >= min(T, k2):
-        seg = None
+    k1, k2, hist, seg, group = plan(T, tr, _ckpt_segment(checkpoint, T))   # the engine's own
     if fused is None:
         fused = tr is None and seg is None and checkpoint is None
     BH = B * H * it
@@ -168,7 +165,6 @@ def estimate(T: int, B: int, n_in: int, n_hidden: int, n_out: int, *,
         return _finish(comp, "backward")
 
     if seg is None:
-        group = k1 * -(-k2 // k1)     # blocks whose forward pass and head run together
         store = {"states": (min(T, hist + group) + 1) * B * KH * it}
         L = min(T, k2)                # longest backward segment (one window)
         nf = min(T, group)            # steps per forward run
@@ -266,11 +262,11 @@ def default_intervals(T):
 
 
 def make_problem(T: int, B: int, n_hidden: int, vocab: int, *, dtype=np.float32,
-                 seed: int = 0) -> tuple[dict, np.ndarray, np.ndarray]:
+                 seed: int = 0, cell: str = "rnn") -> tuple[dict, np.ndarray, np.ndarray]:
     """A character-level LM problem: params, one-hot input ids [T, B] and next-id targets."""
     from .api import init_params
     rng = np.random.default_rng(seed)
-    params = init_params(vocab, n_hidden, vocab, dtype=dtype, seed=seed)
+    params = init_params(vocab, n_hidden, vocab, dtype=dtype, seed=seed, cell=cell)
     ids = rng.integers(0, vocab, size=(T + 1, B))
     return params, ids[:-1], ids[1:]
 
@@ -278,7 +274,7 @@ def make_problem(T: int, B: int, n_hidden: int, vocab: int, *, dtype=np.float32,
 def profile(T: int = 2000, B: int = 32, n_hidden: int = 256, vocab: int = 256, *,
             intervals: Iterable[int] | None = None, checkpoints: Iterable[int | str] = ("sqrt",),
             combined: Iterable[tuple] = (), dtype=np.float32, backend: str = "cpu", repeat: int = 1,
-            seed: int = 0, progress: Callable[[dict], Any] | None = None) -> dict:
+            seed: int = 0, progress: Callable[[dict], Any] | None = None, cell: str = "rnn") -> dict:
     """Peak memory, time and gradient deviation of each BPTT setting on one problem.
 
     The problem is a character-level language model: one-hot input ids (``vocab`` of them
@@ -294,7 +290,7 @@ def profile(T: int = 2000, B: int = 32, n_hidden: int = 256, vocab: int = 256, *
         Checkpoint settings (``"sqrt"`` or ints) to profile with full BPTT.
     combined : sequence of (truncate, checkpoint)
         Extra settings combining both.
-    dtype, backend
+    dtype, backend, cell
         As in :func:`fastbptt.loss_and_grad`.
     repeat : int
         Timed runs per setting, round-robin over the settings after the traced runs; the
@@ -314,10 +310,10 @@ def profile(T: int = 2000, B: int = 32, n_hidden: int = 256, vocab: int = 256, *
     from .api import loss_and_grad
     dtype = np.dtype(dtype)
     intervals = default_intervals(T) if intervals is None else list(intervals)
-    params, x, y = make_problem(T, B, n_hidden, vocab, dtype=dtype, seed=seed)
+    params, x, y = make_problem(T, B, n_hidden, vocab, dtype=dtype, seed=seed, cell=cell)
     # compile (or load from the cache) every kernel first, so no compilation is measured
     for tr, ck in ((None, None), (2, None), (None, 2)):
-        loss_and_grad(params, x[:4], y[:4], truncate=tr, checkpoint=ck, backend=backend)
+        loss_and_grad(params, x[:4], y[:4], truncate=tr, checkpoint=ck, backend=backend, cell=cell)
 
     settings = [("full", None, None)]
     settings += [(f"truncate={k}", k, None) for k in intervals if k != T]
@@ -326,7 +322,7 @@ def profile(T: int = 2000, B: int = 32, n_hidden: int = 256, vocab: int = 256, *
     rows, calls, full = [], [], None
     for name, tr, ck in settings:                 # the traced run of each setting
         def call(tr=tr, ck=ck):
-            return loss_and_grad(params, x, y, truncate=tr, checkpoint=ck, backend=backend)
+            return loss_and_grad(params, x, y, truncate=tr, checkpoint=ck, backend=backend, cell=cell)
         out, peak, _ = measure_peak(call)
         grads = out[1]
         if full is None:
@@ -336,7 +332,7 @@ def profile(T: int = 2000, B: int = 32, n_hidden: int = 256, vocab: int = 256, *
         del out, grads
         k = T if tr is None else (tr if isinstance(tr, int) else tr[1])
         est = estimate(T, B, vocab, n_hidden, vocab, truncate=tr, checkpoint=ck, dtype=dtype,
-                       inputs="onehot").total if backend == "cpu" else None
+                       inputs="onehot", cell=cell).total if backend == "cpu" else None
         rows.append(dict(setting=name, truncate=tr, checkpoint=ck, interval=min(k, T),
                          peak_bytes=int(peak), estimate_bytes=est, seconds=math.inf,
                          cosine=cos, rel_error=rel, cosine_recurrent=cos_r, rel_error_recurrent=rel_r))
@@ -350,7 +346,7 @@ def profile(T: int = 2000, B: int = 32, n_hidden: int = 256, vocab: int = 256, *
             if progress is not None and rnd == max(1, repeat) - 1:
                 progress(row)
     config = dict(T=T, B=B, n_hidden=n_hidden, vocab=vocab, n_in=vocab, n_out=vocab,
-                  inputs="onehot ids", loss="cross_entropy", activation="tanh",
+                  inputs="onehot ids", loss="cross_entropy", activation="tanh", cell=cell,
                   dtype=str(dtype), backend=backend, repeat=repeat, seed=seed)
     return dict(config=config, rows=rows)
 
@@ -460,6 +456,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     a("--checkpoint", metavar="S,S,...", default="sqrt",
       help="checkpoint settings profiled with full BPTT: 'sqrt' or ints (default sqrt; 'none' for none)")
     a("--dtype", default="float32", choices=("float32", "float64"))
+    a("--cell", default="rnn", choices=("rnn", "lstm", "gru"), help="recurrent cell (default rnn)")
     a("--backend", default="cpu", choices=("cpu", "cuda"))
     a("--repeat", type=_positive_int, default=1, help="timed runs per setting; the best is shown (default 1)")
     a("--seed", type=int_at_least(0), default=0, help="data and initialisation seed (default 0)")
@@ -525,7 +522,7 @@ def main(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     result = profile(args.T, args.B, args.hidden, args.vocab, intervals=intervals,
                      checkpoints=checkpoints, dtype=np.dtype(args.dtype), backend=args.backend,
-                     repeat=args.repeat, seed=args.seed,
+                     repeat=args.repeat, seed=args.seed, cell=args.cell,
                      progress=lambda r: (print(format_row(r)), sys.stdout.flush()))
     result["config"]["wall_seconds"] = time.perf_counter() - t0
     result["meta"] = measurement_metadata(meta["command"], meta)

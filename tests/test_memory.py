@@ -14,8 +14,9 @@ from fastbptt.cli import main as cli_main
 from tolerances import ESTIMATE_SMALL_REL
 
 
-def measured(T, B, H, V, **kw):
-    params, x, y = M.make_problem(T, B, H, V, seed=1)
+def measured(T, B, H, V, cell="rnn", **kw):
+    params, x, y = M.make_problem(T, B, H, V, seed=1, cell=cell)
+    kw["cell"] = cell
     fastbptt.loss_and_grad(params, x[:4], y[:4], **kw)       # compile / load kernels first
     _, peak, _ = M.measure_peak(lambda: fastbptt.loss_and_grad(params, x, y, **kw))
     return peak
@@ -32,6 +33,20 @@ def test_estimate_within_tolerance_at_small_sizes(kw):
     fixed = est.total - est.rnn
     assert abs(est.rnn - (peak - fixed)) <= ESTIMATE_SMALL_REL * (peak - fixed), (kw, peak, est)
     assert abs(est.total - peak) <= ESTIMATE_SMALL_REL * peak
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("kw", [dict(), dict(truncate=16), dict(checkpoint="sqrt"),
+                                dict(truncate=(4, 40), checkpoint=8)], ids=str)
+def test_estimate_counts_the_gated_cells_state_and_gates(cell, kw):
+    """The LSTM's (h, c) and four gates, the GRU's three gates and hn, at the same accuracy."""
+    T, B, H, V = 300, 16, 64, 48
+    peak = measured(T, B, H, V, cell=cell, **kw)
+    est = M.estimate(T, B, V, H, V, cell=cell, **kw)
+    fixed = est.total - est.rnn
+    assert abs(est.rnn - (peak - fixed)) <= ESTIMATE_SMALL_REL * (peak - fixed), (kw, peak, est)
+    assert abs(est.total - peak) <= ESTIMATE_SMALL_REL * peak
+    assert est.total > M.estimate(T, B, V, H, V, **kw).total      # wider than the Elman cell's
 
 
 def test_estimate_components_and_errors():

@@ -80,7 +80,9 @@ def _deviation(cos, rel):
 def memprofile(js):
     """``fastbptt memprofile --json``: peak, estimate, gradient deviation and time per setting."""
     c, rows = js["config"], js["rows"]
-    out = [f"T = {c['T']}, B = {c['B']}, H = {c['n_hidden']}, one-hot input ids and cross-entropy over "
+    cell = c.get("cell", "rnn")
+    out = [f"{'Elman RNN' if cell == 'rnn' else cell.upper()}, "
+           f"T = {c['T']}, B = {c['B']}, H = {c['n_hidden']}, one-hot input ids and cross-entropy over "
            f"a vocabulary of {c['vocab']} (n_in = n_out = {c['vocab']}), {c['dtype']}, backend "
            f"`{c['backend']}` (times in the next table):",
            "",
@@ -93,9 +95,15 @@ def memprofile(js):
     est_rows = [r for r in rows if r.get("estimate_bytes")]
     worst = max((abs(r["estimate_bytes"] / r["peak_bytes"] - 1) for r in est_rows), default=0)
     arr = c["T"] * c["B"] * c["n_hidden"] * np.dtype(c["dtype"]).itemsize
-    out += ["", f"Full BPTT's {mib(rows[0]['peak_bytes'])} are mostly three `[T, B, {c['n_hidden']}]` "
-            f"{c['dtype']} arrays of {mib(arr)} each: states, logits, deltas. The estimate is within "
-            f"{100 * worst:.1f}% of the measured peak in every row.", "", provenance(js["meta"])]
+    if cell == "rnn":
+        what = (f"Full BPTT's {mib(rows[0]['peak_bytes'])} are mostly three `[T, B, {c['n_hidden']}]` "
+                f"{c['dtype']} arrays of {mib(arr)} each: states, logits, deltas. ")
+    else:
+        K, G, D = {"lstm": (6, 4, 4), "gru": (5, 3, 4)}[cell]
+        what = (f"Full BPTT keeps per step a state row of {K}H (state and activated gates), the "
+                f"{G}H input projection, {D}H deltas and the logits: {mib(rows[0]['peak_bytes'])}. ")
+    out += ["", what + f"The estimate is within {100 * worst:.1f}% of the measured peak in every "
+            "row.", "", provenance(js["meta"])]
     return "\n".join(out)
 
 
@@ -186,18 +194,17 @@ def first_call(cold, warm):
 
 @renderer("adapters")
 def adapters(js):
-    """``pytest bench/bench_compat.py --benchmark-json``: original against adapter per script."""
-    groups = {}
-    for b in js["benchmarks"]:
-        impl = b["param"] if b.get("param") else b["name"].split("[")[-1].rstrip("]")
-        groups.setdefault(b["group"], {})[impl] = b["stats"]
-    out = ["| adapter (sizes) | original | fastbptt | speed-up |", "|---|---|---|---|"]
-    for g, s in groups.items():
-        o, f = s["original"], s["fastbptt"]
-        out.append(f"| {g} | {ms(o['median'])} ms (min {ms(o['min'])}) | {ms(f['median'])} ms (min "
-                   f"{ms(f['min'])}) | **{o['median'] / f['median']:.1f}×** (min {o['min'] / f['min']:.1f}×) |")
-    out += ["", "float64, medians (minimum in brackets), at least "
-            f"{min(b['stats']['rounds'] for b in js['benchmarks'])} rounds each.", "", provenance(js["meta"])]
+    """``python bench/bench_compat.py``: each adapter against the original's per-step loop."""
+    out = ["| adapter | timed | sizes | original | fastbptt | speed-up |", "|---|---|---|---|---|---|"]
+    for c in js["cases"]:
+        sizes = ", ".join(f"{k} {v}" for k, v in c["sizes"].items())
+        q1, q3 = c["speedup_q1_q3"]
+        out.append(f"| {c['adapter']} | `{c['timed']}` | {c['size']}: {sizes} | "
+                   f"{ms(c['original_ms'] / 1e3)} ms | {ms(c['fastbptt_ms'] / 1e3)} ms | "
+                   f"**{c['speedup']:.1f}×** ({q1:.1f}–{q3:.1f}) |")
+    rounds = [c["rounds"] for c in js["cases"]]
+    out += ["", f"{js['dtype']}, medians of {min(rounds)}–{max(rounds)} interleaved rounds; in brackets "
+            "the quartiles of the per-round ratio.", "", provenance(js["meta"])]
     return "\n".join(out)
 
 

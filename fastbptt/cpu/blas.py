@@ -223,3 +223,32 @@ def gemm(A, ta, B, tb, C, beta, scratch, fscratch):
 
 LP64_MAX = 2 ** 31          # gemm passes sizes to BLAS as 32-bit ints
 NTHREADS = _max_threads()
+_PINNED = any(_os.environ.get(v, "").split(",")[0].strip().isdigit()
+              for v in ("FASTBPTT_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                        "OMP_NUM_THREADS"))
+_busy = [-1.0, NTHREADS]          # [when last looked, threads the big products may use]
+
+
+def threads_now():
+    """Threads for this call's big products: the cores no other runnable task is using.
+
+    A threaded product waits for all of its threads at its end; when another process holds
+    one of the cores, that wait lasts a scheduler slice and the call collapses (measured
+    10x slower at the small size with one core busy). So before each call the runnable
+    tasks are counted (``/proc/loadavg``'s running field, re-read at most every 0.25 s,
+    about 10 µs) and the big products get only the cores left free. An explicit thread
+    count in the environment (``FASTBPTT_NUM_THREADS``, ``OMP_NUM_THREADS``, ...) is
+    followed as it is.
+    """
+    if NTHREADS == 1 or _PINNED:
+        return NTHREADS
+    import time
+    now = time.monotonic()
+    if now - _busy[0] > 0.25:
+        try:
+            with open("/proc/loadavg") as f:
+                running = int(f.read().split()[3].split("/")[0])
+        except (OSError, ValueError, IndexError):
+            running = 1
+        _busy[0], _busy[1] = now, max(1, min(NTHREADS, NTHREADS - (running - 1)))
+    return _busy[1]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._jit import njit
-from .blas import LP64_MAX, NTHREADS, gemm, gemm_scratch, register_blas, restore_threads
+from .blas import LP64_MAX, gemm, gemm_scratch, register_blas, restore_threads, threads_now
 from .heads import mse_rows, softmax_xent_ids, softmax_xent_probs
 from .steps import (backward_step, forward_step, input_delta, input_grads, onehot_grads,
                     recurrent_grads)
@@ -188,7 +188,7 @@ def fused_loss_and_grad(p):
     loss = fused_full_bptt(cell.code, cell.split, cell.K, cell.D, xblocks_of(cell), cell.bn_col,
                            in_kind, x, ids, E, p.U, p.W, p.b, p.bn if p.bn is not None else e1,
                            p.V, p.c, state0, loss_kind, tgt, yrows, p.weights.reshape(-1),
-                           p.act, NTHREADS, g["U"], g["W"], g["b"], gbn, g["V"], g["c"], gE,
+                           p.act, threads_now(), g["U"], g["W"], g["b"], gbn, g["V"], g["c"], gE,
                            gstate0, last_state)
     if in_kind == 1:
         g["U"] = np.ascontiguousarray(g["U"].T)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .blas import NTHREADS, gemm, gemm_scratch, register_blas, restore_threads
+from .blas import gemm, gemm_scratch, register_blas, restore_threads, threads_now
 from .fused import xblocks_of
 from .steps import backward_steps, forward_steps, input_delta, input_grads, recurrent_grads
 
@@ -13,7 +13,7 @@ def forward(cell, x, state0, U, W, b, bn, act):
     register_blas()
     T, B, n_in = x.shape
     H, GH, dt = W.shape[1], W.shape[0], W.dtype
-    sc, fs = gemm_scratch(NTHREADS, W)
+    sc, fs = gemm_scratch(threads_now(), W)
     pre = np.empty((T, B, GH), dt)                       # x Uᵀ + b, all rows at once
     pre2 = pre.reshape(-1, GH)
     pre2[...] = b
@@ -32,7 +32,7 @@ def backward(cell, dhs, dstate, x, rows, U, W, bn, act):
     register_blas()
     T, B, n_in = x.shape
     H, dt = W.shape[1], W.dtype
-    sc, fs = gemm_scratch(NTHREADS, W)
+    sc, fs = gemm_scratch(threads_now(), W)
     delta = np.empty((T, B, cell.D * H), dt)
     backward_steps(cell.code, dhs, 0, rows, W, dstate, delta, act, sc, fs)
     d2 = delta.reshape(-1, cell.D * H)

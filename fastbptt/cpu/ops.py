@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .blas import LP64_MAX, NTHREADS, gemm, gemm_scratch, register_blas, restore_threads
+from .blas import LP64_MAX, gemm, gemm_scratch, register_blas, restore_threads, threads_now
 from .fused import xblocks_of
 from .heads import gather_rows_bias, mse_rows, scatter_add_rows, softmax_xent_ids, softmax_xent_probs
 from .steps import (backward_steps, forward_steps, input_delta, input_grads, onehot_grads,
@@ -35,7 +35,7 @@ class CpuOps:
         self.bn = p.bn if p.bn is not None else np.empty(0, p.dtype)
         self.rec = np.empty((p.B if cell.split else 0, self.GH), p.dtype)
         register_blas()
-        self._sc, self._fs = gemm_scratch(NTHREADS, p.W)      # W: only its dtype is used
+        self._sc, self._fs = gemm_scratch(threads_now(), p.W)      # W: only its dtype is used
 
     def _mm(self, A, ta, B, tb, C, beta=0.0):
         """C = op(A) op(B) + beta·C through :func:`gemm` (row-major 2-D arrays)."""
