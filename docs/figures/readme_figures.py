@@ -84,7 +84,7 @@ def memprofile(js):
     out = [f"{'Elman RNN' if cell == 'rnn' else cell.upper()}, "
            f"T = {c['T']}, B = {c['B']}, H = {c['n_hidden']}, one-hot input ids and cross-entropy over "
            f"a vocabulary of {c['vocab']} (n_in = n_out = {c['vocab']}), {c['dtype']}, backend "
-           f"`{c['backend']}` (times in the next table):",
+           f"`{c['backend']}`" + (" (times in the next table):" if cell == "rnn" else ":"),
            "",
            "| call | peak memory | estimate | gradient vs full BPTT (U, W, b): cosine / rel. error |",
            "|---|---:|---:|---|"]
@@ -100,8 +100,9 @@ def memprofile(js):
                 f"{c['dtype']} arrays of {mib(arr)} each: states, logits, deltas. ")
     else:
         K, G, D = {"lstm": (6, 4, 4), "gru": (5, 3, 4)}[cell]
-        what = (f"Full BPTT keeps per step a state row of {K}H (state and activated gates), the "
-                f"{G}H input projection, {D}H deltas and the logits: {mib(rows[0]['peak_bytes'])}. ")
+        what = (f"Full BPTT ({mib(rows[0]['peak_bytes'])}) keeps per step a state row of {K}H "
+                f"(state and activated gates), the {G}H input projection and, once the logits are "
+                f"freed, {D}H deltas. ")
     out += ["", what + f"The estimate is within {100 * worst:.1f}% of the measured peak in every "
             "row.", "", provenance(js["meta"])]
     return "\n".join(out)
