@@ -17,6 +17,6 @@ __all__ = ["init_params", "loss_and_grad", "rnn_forward", "rnn_backward", "lstm_
 def __getattr__(name):
     # submodules with optional or heavier dependencies load on first use
     import importlib
-    if name in ("memory", "compat", "stream", "cuda", "engine", "reference", "cpu"):
+    if name in ("memory", "compat", "stream", "cuda", "engine", "reference", "cpu", "distributed"):
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'fastbptt' has no attribute {name!r}")

@@ -136,12 +136,16 @@ def clear_padding(ops, p, hs, t_first):
         ops.zero_states(hs, pad)
 
 
-def run(p, ops):
-    """Loss, gradients and h_last of the validated problem ``p`` on the backend ``ops``."""
-    T = p.T
-    k1, k2 = p.truncate if p.truncate is not None else (T, T)
-    hist = k2 - k1
-    seg = p.checkpoint
+def plan(T, truncate, checkpoint):
+    """The schedule of a call: ``(k1, k2, hist, seg, group)``.
+
+    Blocks of k1 steps; each block's window reaches ``hist = k2 - k1`` steps back; ``seg`` is
+    the checkpoint segment (None: every state of a window is kept); ``group`` is how many
+    steps one forward run and one head call cover. :func:`run` follows it, and
+    :func:`fastbptt.memory.estimate` sizes its buffers from it.
+    """
+    k1, k2 = truncate if truncate is not None else (T, T)
+    seg = checkpoint
     if seg is not None and seg >= min(T, k2):
         seg = None                 # one segment covers every window: nothing to recompute
     # Without checkpointing, the forward pass and the output head run for a group of
@@ -149,6 +153,13 @@ def run(p, ops):
     # that is one head product per k2 steps instead of one per step, and the memory still
     # follows the window, O(k2·B·(H + n_out)).
     group = k1 * max(1, -(-k2 // k1)) if seg is None else k1
+    return k1, k2, k2 - k1, seg, group
+
+
+def run(p, ops):
+    """Loss, gradients and h_last of the validated problem ``p`` on the backend ``ops``."""
+    T = p.T
+    k1, k2, hist, seg, group = plan(T, p.truncate, p.checkpoint)
     g = ops.new_grads()
     store = _WindowStore(ops, p, group, hist) if seg is None else _CheckpointStore(ops, p, seg)
 

@@ -131,12 +131,9 @@ def estimate(T: int, B: int, n_in: int, n_hidden: int, n_out: int, *,
         raise TypeError(f"dtype must be float32 or float64; got {dtype!r}")
     it = dt.itemsize
     H, O, I = n_hidden, n_out, n_in
+    from .engine import plan
     tr = parse_truncate(truncate, T)
-    seg = _ckpt_segment(checkpoint, T)
-    k1, k2 = tr if tr is not None else (T, T)
-    hist = k2 - k1
-    if seg is not None and seg >= min(T, k2):
-        seg = None
+    k1, k2, hist, seg, group = plan(T, tr, _ckpt_segment(checkpoint, T))   # the engine's own
     if fused is None:
         fused = tr is None and seg is None and checkpoint is None
     BH = B * H * it
@@ -155,9 +152,12 @@ def estimate(T: int, B: int, n_in: int, n_hidden: int, n_out: int, *,
 
     if fused:
         R = T * B
-        comp = {"states": (T + 1) * B * KH * it, "input_projection": R * GH * it,
-                "logits": R * O * it,
-                "deltas": R * DH * it if cl.D > 1 else 0}         # D = 1: in the projection's memory
+        comp = {"states": (T + 1) * B * KH * it, "input_projection": R * GH * it}
+        # the logits are freed after the head; the deltas are allocated after it (D = 1: they
+        # live in the projection's memory), so the peak holds the larger of the two
+        logits, deltas = R * O * it, (R * DH * it if cl.D > 1 else 0)
+        phase = "head" if logits >= deltas else "backward"
+        comp.update({"logits": logits} if phase == "head" else {"deltas": deltas})
         if cl.split:
             comp["recurrent_scratch"] = B * GH * it
         if inputs == "embed":
@@ -165,10 +165,9 @@ def estimate(T: int, B: int, n_in: int, n_hidden: int, n_out: int, *,
         comp["h_last"] = B * SH * it
         comp.update(fixed)
         comp["weight_copies"] = 0
-        return _finish(comp, "backward")
+        return _finish(comp, phase)
 
     if seg is None:
-        group = k1 * -(-k2 // k1)     # blocks whose forward pass and head run together
         store = {"states": (min(T, hist + group) + 1) * B * KH * it}
         L = min(T, k2)                # longest backward segment (one window)
         nf = min(T, group)            # steps per forward run

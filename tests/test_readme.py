@@ -26,7 +26,8 @@ def test_readme_example_runs():
     scope = {}
     exec(compile(block, "README example", "exec"), scope)
     assert np.isfinite(scope["loss"]) and scope["hs"].shape == (25, 32, 128)
-    assert scope["dx"].shape == (25, 32, 65) and scope["dW"].shape == (128, 128)
+    assert scope["dx"].shape == (25, 32, 65) and scope["dW"].shape == (4 * 128, 128)   # the LSTM's
+    assert isinstance(scope["c"], np.ndarray) and scope["dc0"].shape == (32, 128)
 
 
 def _corpus_ids(n_chars, vocab):
