@@ -380,7 +380,7 @@ def run_bench(sizes: list[str], dtype: str = "float32", backend: str = "cpu", im
     rows = []
     for size in sizes:
         T, B, n_in, H, n_out, _ = SIZES[size]
-        fl = flops(T, B, n_in, H, n_out)
+        fl = flops(T, B, n_in, H, n_out, cell)
         med = {}
         for impl in impls:
             ok = [x for x in runs.get((impl, size), []) if x.get("ok")]
