@@ -140,7 +140,8 @@ def bench(js):
     libs = ", ".join(f"{'NumPy/OpenBLAS' if k == 'numpy' else 'PyTorch/MKL' if k == 'torch' else k} "
                      f"{g:.0f}" for k, g in roof["per_lib"].items())
     peers = [p for p in ("torch", "jax", "reference") if any(r["impl"] == p for r in js["rows"])]
-    out = [f"One forward + backward, {js['dtype']}, time-major, cross-entropy (`sum`); medians of "
+    cell = {"lstm": "LSTM", "gru": "GRU"}.get(js.get("cell", "rnn"), "Elman RNN")
+    out = [f"{cell}: one forward + backward, {js['dtype']}, time-major, cross-entropy (`sum`); medians of "
            f"{js['rounds']} interleaved rounds. GFLOP/s count `{js['flops_formula'].replace('*', '·')}`; "
            f"the roofline is the best {roof['sgemm']} sgemm measured in the same run ({libs} GFLOP/s). "
            + ", ".join(f"{k} {v[k]}" for k in ("numpy", "numba", "scipy", "torch", "jax") if k in v) + ".",
