@@ -50,15 +50,17 @@ def as_array(name: str, a) -> np.ndarray:
     return out
 
 
-def float_dtype_of_params(params) -> np.dtype:
+def float_dtype_of_params(params, cell=None) -> np.dtype:
     if not hasattr(params, "keys") or not hasattr(params, "__getitem__"):
         raise TypeError(f"params must be a dict of arrays; got {type(params).__name__}")
-    missing = [k for k in PARAM_KEYS if k not in params]
+    keys = PARAM_KEYS + (cell.extra if cell is not None else ())
+    missing = [k for k in keys if k not in params]
     if missing:
+        what = f" for cell={cell.name!r}" if cell is not None and cell.extra else ""
         raise ValueError(f"params is missing {', '.join(map(repr, missing))}; "
-                         f"expected keys {', '.join(PARAM_KEYS)} (and optionally 'E')")
+                         f"expected keys {', '.join(keys)}{what} (and optionally 'E')")
     dtypes = {}
-    for k in PARAM_KEYS + (("E",) if "E" in params else ()):
+    for k in keys + (("E",) if "E" in params else ()):
         a = as_array(f"params['{k}']", params[k])
         if a.dtype not in FLOAT_DTYPES:
             raise TypeError(f"params['{k}'] must be float32 or float64; got dtype {a.dtype}")
@@ -69,8 +71,15 @@ def float_dtype_of_params(params) -> np.dtype:
     return next(iter(dtypes.values()))
 
 
-def check_weights(U, W, b, dtype=None, names=("U", "W", "b")):
-    """Check the recurrent weights' ranks, sizes and dtype; return (n_in, H, dtype)."""
+def check_weights(U, W, b, dtype=None, names=("U", "W", "b"), cell=None, extra=None):
+    """Check the recurrent weights' ranks, sizes and dtype; return (n_in, H, dtype).
+
+    With a :class:`fastbptt.cells.Cell` the shapes are the cell's (``U [G·H, n_in]``, ...);
+    ``extra`` maps the names of its extra parameters (GRU: ``bn``) to their arrays.
+    """
+    if cell is not None and cell.name != "rnn":
+        return _check_cell_weights(cell, dict(zip("UWb", names)), {"U": U, "W": W, "b": b},
+                                   extra or {}, dtype)
     nU, nW, nb = names
     for name, a, nd in ((nU, U, 2), (nW, W, 2), (nb, b, 1)):
         if a.ndim != nd:
@@ -89,6 +98,37 @@ def check_weights(U, W, b, dtype=None, names=("U", "W", "b")):
     if b.shape != (H,):
         raise ValueError(f"{nb} must be [H] = [{H}]; got shape {b.shape}")
     return U.shape[1], H, dtype
+
+
+def _check_cell_weights(cell, names, arrays, extra, dtype):
+    """check_weights for a gated cell: every shape is checked against the cell's."""
+    arrays = dict(arrays)
+    for k, (nm, a) in extra.items():
+        names[k], arrays[k] = nm, a
+    for k, a in arrays.items():
+        if a.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"{names[k]} must be float32 or float64; got dtype {a.dtype}")
+        if dtype is not None and a.dtype != dtype:
+            raise TypeError(f"{names[k]} has dtype {a.dtype} but the other weights have {dtype}; "
+                            "cast explicitly, fastbptt does not mix precisions")
+        dtype = a.dtype
+    W = arrays["W"]
+    G = cell.G
+    if W.ndim != 2 or W.shape[1] == 0 or W.shape[0] != G * W.shape[1]:
+        raise ValueError(f"cell={cell.name!r}: {names['W']} must be [{G}H, H] (H > 0); "
+                         f"got shape {W.shape}")
+    H = W.shape[1]
+    U = arrays["U"]
+    n_in = U.shape[1] if U.ndim == 2 else 0
+    want = cell.shapes(max(n_in, 1), H)
+    for k, a in arrays.items():
+        if a.shape != want[k] or (k == "U" and n_in == 0):
+            shape = "[" + ", ".join(f"{G}H = {d}" if d == G * H and G > 1 else
+                                    ("n_in" if (k == "U" and j == 1) else str(d))
+                                    for j, d in enumerate(want[k])) + "]"
+            raise ValueError(f"cell={cell.name!r}: {names[k]} must be {shape} with H = {H}; "
+                             f"got shape {a.shape}")
+    return n_in, H, dtype
 
 
 def parse_truncate(truncate, T: int):
@@ -128,6 +168,13 @@ def parse_checkpoint(checkpoint, T: int):
     return int(checkpoint)
 
 
+class _Elman:
+    name, S = "rnn", 1
+
+
+_ELMAN = _Elman()
+
+
 @dataclass
 class Problem:
     """A validated ``loss_and_grad`` call: time-major, C-contiguous, one float dtype."""
@@ -164,6 +211,21 @@ class Problem:
     truncate: Optional[tuple] = None
     checkpoint: Optional[int] = None
     extra: dict = field(default_factory=dict)
+    cell: object = None           # fastbptt.cells.Cell (the Elman cell when None)
+    bn: Optional[np.ndarray] = None   # [H] GRU's b_hn, else None
+    c0: Optional[np.ndarray] = None   # [B, H] LSTM's initial cell state, else None
+
+    def __post_init__(self):
+        if self.cell is None:
+            from .cells import CELLS
+            self.cell = CELLS["rnn"]
+
+    @property
+    def state0(self) -> np.ndarray:
+        """The initial state [B, S·H]: h0, then c0 for the LSTM."""
+        if self.c0 is None:
+            return self.h0
+        return np.ascontiguousarray(np.concatenate([self.h0, self.c0], axis=1))
 
     @property
     def has_E(self) -> bool:
@@ -182,19 +244,60 @@ def _ids(name: str, a: np.ndarray, high: int, what: str) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.int64)
 
 
-def validate_loss_and_grad(params, inputs, targets, h0, activation, loss, reduction, mask,
-                           batch_first, backend, truncate=None, checkpoint=None) -> Problem:
+def check_activation(activation, cell):
+    """``activation`` is the Elman cell's; the gated cells fix theirs (only "tanh" is accepted)."""
     check_choice("activation", activation, tuple(ACTIVATIONS))
+    if cell.name != "rnn" and activation != "tanh":
+        raise ValueError(f"activation applies to cell='rnn' only; cell={cell.name!r} has fixed "
+                         f"gate activations (sigmoid, tanh): got activation={activation!r}")
+
+
+def validate_state(name, h0, B, H, dtype, cell):
+    """h0 (and c0) -> (h0 [B, H], c0 [B, H] or None), contiguous, of the params' dtype.
+
+    The LSTM takes None, an array [B, H] (c0 = 0) or a tuple (h0, c0); other cells None or [B, H].
+    """
+    c0 = None
+    if cell.S == 2:
+        if isinstance(h0, tuple):
+            if len(h0) != 2:
+                raise ValueError(f"{name} for cell={cell.name!r} must be None, an array [B, H] or a "
+                                 f"tuple (h0, c0); got a tuple of {len(h0)} items")
+            h0, c0 = h0
+        c0 = validate_state(f"{name}[1] (c0)" if c0 is not None else name, c0, B, H, dtype,
+                            _ELMAN)[0] if c0 is not None else np.zeros((B, H), dtype=dtype)
+    if h0 is None:
+        return np.zeros((B, H), dtype=dtype), c0
+    if isinstance(h0, tuple):
+        raise TypeError(f"{name} must be an array [B, H] for cell={cell.name!r} (a tuple (h0, c0) "
+                        "is the LSTM's state); got a tuple")
+    h0a = as_array(name, h0)
+    if h0a.dtype != dtype:
+        raise TypeError(f"{name} has dtype {h0a.dtype} but params have {dtype}; "
+                        "cast explicitly, fastbptt does not mix precisions")
+    if h0a.shape != (B, H):
+        raise ValueError(f"{name} must be [B, H] = [{B}, {H}]; got shape {h0a.shape}")
+    return np.ascontiguousarray(h0a), c0
+
+
+def validate_loss_and_grad(params, inputs, targets, h0, activation, loss, reduction, mask,
+                           batch_first, backend, truncate=None, checkpoint=None,
+                           cell="rnn") -> Problem:
+    from . import cells
+    cell = cells.get(cell)
+    check_activation(activation, cell)
     check_choice("loss", loss, LOSSES)
     check_choice("reduction", reduction, REDUCTIONS)
     check_choice("backend", backend, BACKENDS)
     if not isinstance(batch_first, (bool, np.bool_)):
         raise TypeError(f"batch_first must be a bool; got {batch_first!r}")
 
-    dtype = float_dtype_of_params(params)
+    dtype = float_dtype_of_params(params, cell)
     U, W, b = (as_array(f"params['{k}']", params[k]) for k in ("U", "W", "b"))
     V, c = as_array("params['V']", params["V"]), as_array("params['c']", params["c"])
-    n_in, H, _ = check_weights(U, W, b, dtype, names=("params['U']", "params['W']", "params['b']"))
+    extra = {k: (f"params['{k}']", as_array(f"params['{k}']", params[k])) for k in cell.extra}
+    n_in, H, _ = check_weights(U, W, b, dtype, names=("params['U']", "params['W']", "params['b']"),
+                               cell=cell, extra=extra)
     if V.ndim != 2 or V.shape[1] != H or V.shape[0] == 0:
         raise ValueError(f"params['V'] must be [n_out, H] = [n_out>0, {H}]; got shape {V.shape}")
     n_out = V.shape[0]
@@ -320,17 +423,8 @@ def validate_loss_and_grad(params, inputs, targets, h0, activation, loss, reduct
         else:
             y_rows = np.ascontiguousarray(targets).reshape(T * B, n_out)
 
-    # ---- h0 ----
-    if h0 is None:
-        h0a = np.zeros((B, H), dtype=dtype)
-    else:
-        h0a = as_array("h0", h0)
-        if h0a.dtype != dtype:
-            raise TypeError(f"h0 has dtype {h0a.dtype} but params have {dtype}; "
-                            "cast explicitly, fastbptt does not mix precisions")
-        if h0a.shape != (B, H):
-            raise ValueError(f"h0 must be [B, H] = [{B}, {H}]; got shape {h0a.shape}")
-        h0a = np.ascontiguousarray(h0a)
+    # ---- h0 (and c0) ----
+    h0a, c0a = validate_state("h0", h0, B, H, dtype, cell)
 
     C = np.ascontiguousarray
     return Problem(
@@ -340,4 +434,5 @@ def validate_loss_and_grad(params, inputs, targets, h0, activation, loss, reduct
         x=x, ids=ids, h0=h0a, tgt_ids=tgt_ids, y_rows=y_rows, y_map=y_map,
         weights=weights, dense=dense, last=last, masked=masked, many_to_one=many_to_one,
         truncate=parse_truncate(truncate, T), checkpoint=parse_checkpoint(checkpoint, T),
+        cell=cell, bn=C(extra["bn"][1]) if "bn" in extra else None, c0=c0a,
     )

@@ -22,14 +22,17 @@ def _backend_ops(backend, p):
     raise AssertionError(backend)
 
 
-def init_params(n_in, n_hidden, n_out, *, vocab_size=None, dtype=np.float32, seed=None):
-    """Randomly initialised parameters of the RNN.
+def init_params(n_in, n_hidden, n_out, *, cell="rnn", vocab_size=None, dtype=np.float32,
+                seed=None):
+    """Randomly initialised parameters of a recurrent network with a linear output layer.
 
     Parameters
     ----------
     n_in, n_hidden, n_out : int
         Input features (or the one-hot vocabulary when ids feed ``U`` directly), hidden units
         and outputs. All must be positive.
+    cell : {"rnn", "lstm", "gru"}
+        The recurrent cell (see :func:`loss_and_grad` for the equations).
     vocab_size : int, optional
         When given, an embedding table ``E [vocab_size, n_in]`` is added and integer inputs
         are looked up in it.
@@ -39,15 +42,22 @@ def init_params(n_in, n_hidden, n_out, *, vocab_size=None, dtype=np.float32, see
     Returns
     -------
     dict of C-contiguous arrays
-        ``U [n_hidden, n_in]``, ``W [n_hidden, n_hidden]``, ``b [n_hidden]``,
-        ``V [n_out, n_hidden]``, ``c [n_out]`` and ``E [vocab_size, n_in]``.
+        ``U [G·H, n_in]``, ``W [G·H, H]``, ``b [G·H]`` (G = 1, 4, 3 gates for rnn, lstm, gru;
+        rows in PyTorch's gate order), ``bn [H]`` for the GRU, ``V [n_out, H]``, ``c [n_out]``
+        and ``E [vocab_size, n_in]``.
 
     Notes
     -----
-    Weight matrices are drawn from N(0, 1/fan_in) (LeCun normal: ``U`` and ``W`` keep the
-    pre-activation's variance near one for unit-variance inputs and states), biases are zero,
-    and ``E`` is N(0, 1) so embedded inputs have unit variance like one-hot rows of ``U``.
+    Weight matrices are drawn from N(0, 1/fan_in) (LeCun normal), each gate's block alike:
+    ``U`` and ``W`` then keep every pre-activation's variance near one for unit-variance
+    inputs and states, which suits tanh and sigmoid gates better than PyTorch's uniform
+    ±1/√H (whose variance, 1/(3H), shrinks the input term when n_in is small). Biases are zero,
+    except the LSTM's forget gate, whose bias is 1 (Jozefowicz et al., 2015; Gers et al.,
+    2000): the cell starts by remembering, which helps gradients cross long spans. ``E`` is
+    N(0, 1) so embedded inputs have unit variance like one-hot rows of ``U``.
     """
+    from . import cells
+    cl = cells.get(cell)
     for name, v in (("n_in", n_in), ("n_hidden", n_hidden), ("n_out", n_out)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"{name} must be a positive int; got {v!r}")
@@ -62,29 +72,42 @@ def init_params(n_in, n_hidden, n_out, *, vocab_size=None, dtype=np.float32, see
     def normal(shape, fan_in):
         return np.ascontiguousarray((rng.standard_normal(shape) / np.sqrt(fan_in)).astype(dt))
 
+    H, G = n_hidden, cl.G
     params = {
-        "U": normal((n_hidden, n_in), n_in),
-        "W": normal((n_hidden, n_hidden), n_hidden),
-        "b": np.zeros(n_hidden, dtype=dt),
-        "V": normal((n_out, n_hidden), n_hidden),
+        "U": normal((G * H, n_in), n_in),
+        "W": normal((G * H, H), H),
+        "b": np.zeros(G * H, dtype=dt),
+        "V": normal((n_out, H), H),
         "c": np.zeros(n_out, dtype=dt),
     }
+    if cl.name == "lstm":
+        params["b"][H:2 * H] = 1                     # forget gate: remember by default
+    for k in cl.extra:
+        params[k] = np.zeros(H, dtype=dt)
     if vocab_size is not None:
         params["E"] = normal((vocab_size, n_in), 1)
     return params
 
 
-def loss_and_grad(params, inputs, targets, h0=None, *, activation="tanh", loss="cross_entropy",
-                  reduction="sum", mask=None, batch_first=False, backend="cpu",
-                  truncate=None, checkpoint=None, check_finite=False):
-    """Loss, gradients and final hidden state of an RNN over a batch of sequences.
+def loss_and_grad(params, inputs, targets, h0=None, *, cell="rnn", activation="tanh",
+                  loss="cross_entropy", reduction="sum", mask=None, batch_first=False,
+                  backend="cpu", truncate=None, checkpoint=None, check_finite=False):
+    """Loss, gradients and final state of a recurrent network over a batch of sequences.
 
-    Model: ``a_t = x_t Uᵀ + h_{t-1} Wᵀ + b``, ``h_t = f(a_t)``, ``o_t = h_t Vᵀ + c``.
+    Model: a recurrent cell, then a linear output layer ``o_t = h_t Vᵀ + c``. The cells
+    (PyTorch's equations and gate order, so weights port one to one):
+
+    * ``"rnn"`` (Elman): ``h_t = f(x_t Uᵀ + h_{t-1} Wᵀ + b)``.
+    * ``"lstm"``: ``z = x_t Uᵀ + h_{t-1} Wᵀ + b`` split into i, f, g, o; ``i, f, o = σ(·)``,
+      ``g = tanh(·)``; ``c_t = f ⊙ c_{t-1} + i ⊙ g``; ``h_t = o ⊙ tanh(c_t)``.
+    * ``"gru"``: ``r = σ(x U_rᵀ + h W_rᵀ + b_r)``, ``z = σ(x U_zᵀ + h W_zᵀ + b_z)``,
+      ``n = tanh(x U_nᵀ + b_n + r ⊙ (h W_nᵀ + bn))``, ``h_t = (1 − z) ⊙ n + z ⊙ h_{t−1}``.
 
     Parameters
     ----------
     params : dict
-        ``U [H, n_in]``, ``W [H, H]``, ``b [H]``, ``V [n_out, H]``, ``c [n_out]`` and optionally
+        ``U [G·H, n_in]``, ``W [G·H, H]``, ``b [G·H]`` (G = 1, 4, 3 for rnn, lstm, gru),
+        ``bn [H]`` (GRU only), ``V [n_out, H]``, ``c [n_out]`` and optionally
         ``E [vocab, n_in]``, all of one float dtype (float32 or float64).
     inputs : array
         Float ``[T, B, n_in]`` or integer ids ``[T, B]``. Ids are looked up in ``E`` when
@@ -93,9 +116,12 @@ def loss_and_grad(params, inputs, targets, h0=None, *, activation="tanh", loss="
         ``loss="cross_entropy"``: class ids ``[T, B]`` or probability rows ``[T, B, n_out]``.
         ``loss="mse"``: floats ``[T, B, n_out]``. Without the time axis (``[B]`` or
         ``[B, n_out]``) the loss is on each sequence's last valid step only (many-to-one).
-    h0 : array [B, H], optional
-        Initial state; zeros when None.
+    h0 : array [B, H], or for the LSTM a tuple (h0, c0) of them, optional
+        Initial state; zeros when None (an LSTM given one array starts with c0 = 0).
+    cell : {"rnn", "lstm", "gru"}
     activation : {"tanh", "sigmoid", "relu"}
+        The Elman cell's f. The gated cells have fixed activations: any value other than
+        "tanh" with them is a ValueError.
     loss : {"cross_entropy", "mse"}
         Softmax + negative log-likelihood, or ``½‖o_t − y_t‖²`` per step.
     reduction : {"sum", "mean"}
@@ -122,8 +148,10 @@ def loss_and_grad(params, inputs, targets, h0=None, *, activation="tanh", loss="
     -------
     loss : float
     grads : dict
-        The keys of params plus ``"h0"`` (∂L/∂h0), in the params' dtype.
-    h_last : array [B, H]
+        The keys of params plus ``"h0"`` (∂L/∂h0) and, for the LSTM, ``"c0"``, in the
+        params' dtype.
+    h_last : array [B, H], or for the LSTM the tuple (h, c)
+        The state at each sequence's last valid step.
     """
     if isinstance(backend, str) and backend == "cuda":
         # device arrays are validated from their shapes and dtypes and never copied to the host
@@ -132,14 +160,16 @@ def loss_and_grad(params, inputs, targets, h0=None, *, activation="tanh", loss="
             raise TypeError(f"check_finite must be a bool; got {check_finite!r}")
         out = cuda.loss_and_grad(params, inputs, targets, h0, activation=activation, loss=loss,
                                  reduction=reduction, mask=mask, batch_first=batch_first,
-                                 truncate=truncate, checkpoint=checkpoint)
+                                 truncate=truncate, checkpoint=checkpoint, cell=cell)
         if check_finite:
             _check_finite(*out[:2])
         return out
     p = V.validate_loss_and_grad(params, inputs, targets, h0, activation, loss, reduction, mask,
-                                 batch_first, backend, truncate, checkpoint)
+                                 batch_first, backend, truncate, checkpoint, cell=cell)
     if not isinstance(check_finite, (bool, np.bool_)):
         raise TypeError(f"check_finite must be a bool; got {check_finite!r}")
+    if backend != "numpy" and p.cell.name != "rnn":
+        raise NotImplementedError(f"cell={p.cell.name!r} runs on backend='numpy' only so far")
     if backend == "numpy":
         out = reference.loss_and_grad(p)
     elif backend == "cpu" and _cpu_fused_eligible(p):
@@ -148,9 +178,19 @@ def loss_and_grad(params, inputs, targets, h0=None, *, activation="tanh", loss="
     else:
         from . import engine
         out = engine.run(p, _backend_ops(backend, p))
+    out = present(p.cell, p.H, *out)
     if check_finite:
         _check_finite(*out[:2])
     return out
+
+
+def present(cell, H, loss, grads, h_last):
+    """Backends return states as one [B, S·H] array; the API splits the LSTM's into (h, c)."""
+    if cell.S == 2:
+        g0 = grads["h0"]
+        grads["h0"], grads["c0"] = g0[:, :H].copy(), g0[:, H:].copy()
+        h_last = (h_last[:, :H].copy(), h_last[:, H:].copy())
+    return loss, grads, h_last
 
 
 def _check_finite(loss, grads):

@@ -25,23 +25,16 @@ from __future__ import annotations
 import numpy as np
 
 from ._validate import Problem
+from .cells._math import ACTIVATE, DERIVATIVE
 
 
 def activate(a: np.ndarray, activation: str) -> np.ndarray:
-    if activation == "tanh":
-        return np.tanh(a)
-    if activation == "sigmoid":
-        return 1.0 / (1.0 + np.exp(-a))
-    return np.maximum(a, 0)
+    return ACTIVATE[activation](a)
 
 
 def activation_grad(h: np.ndarray, activation: str) -> np.ndarray:
     """f'(a) written in terms of the output h = f(a)."""
-    if activation == "tanh":
-        return 1 - h * h
-    if activation == "sigmoid":
-        return h * (1 - h)
-    return (h > 0).astype(h.dtype)
+    return DERIVATIVE[activation](h)
 
 
 def step_loss(o: np.ndarray, p: Problem, t: int, rows: np.ndarray):
@@ -82,25 +75,33 @@ def input_at(p: Problem, t: int) -> np.ndarray:
 
 
 def loss_and_grad(p: Problem):
-    """Loss, gradients and final states of a validated problem, by per-step loops."""
-    T, B, H = p.T, p.B, p.H
-    U, W, b, V, c = p.U, p.W, p.b, p.V, p.c
+    """Loss, gradients and final states of a validated problem, by per-step loops.
 
-    # ---- forward: every state kept, h_0 in slot 0 ----
-    hs = np.zeros((T + 1, B, H), dtype=p.dtype)
-    hs[0] = p.h0
+    Returns ``(loss, grads, h_last)`` with the state in one array: ``h_last`` and
+    ``grads["h0"]`` are ``[B, S·H]`` (h, then c for the LSTM); the API splits them.
+    """
+    T, B, H = p.T, p.B, p.H
+    cell, act = p.cell.ref, p.activation
+    U, W, V, c = p.U, p.W, p.V, p.c
+    extra = {"bn": p.bn}
+
+    # ---- forward: every state and step cache kept, the initial state in slot 0 ----
+    states = [(p.h0,) if p.c0 is None else (p.h0, p.c0)]
+    caches = []
     loss = 0.0
     dh_out = np.zeros((T, B, H), dtype=p.dtype)     # ∂L/∂h_t through the output layer only
     dV = np.zeros_like(V)
     dc = np.zeros_like(c)
     for t in range(T):
         x = input_at(p, t)
-        xu = x @ U.T if x is not None else U[:, p.ids[t]].T
-        hs[t + 1] = activate(xu + hs[t] @ W.T + b, p.activation)
+        pre = (x @ U.T if x is not None else U[:, p.ids[t]].T) + p.b     # [B, G·H]
+        state, cache = cell.forward(pre, states[t], W, extra, act)
+        states.append(state)
+        caches.append(cache)
         rows = np.nonzero(p.weights[t])[0]
         if len(rows) == 0:
             continue
-        h = hs[t + 1][rows]
+        h = state[0][rows]
         o = h @ V.T + c
         lt, do = step_loss(o, p, t, rows)
         w = p.weights[t, rows]
@@ -111,35 +112,38 @@ def loss_and_grad(p: Problem):
         dh_out[t, rows] = do @ V
 
     # ---- backward, once per truncation block ----
-    dU, dW, db = np.zeros_like(U), np.zeros_like(W), np.zeros_like(b)
+    grads = {"U": np.zeros_like(U), "W": np.zeros_like(W)}
+    grads.update({k: np.zeros(H if k == "bn" else p.b.shape, p.dtype) for k in ("b",) + p.cell.extra})
     dE = np.zeros_like(p.E) if p.E is not None else None
-    dh0 = np.zeros_like(p.h0)
+    dstate0 = [np.zeros_like(s) for s in states[0]]
     k1, k2 = p.truncate if p.truncate is not None else (T, T)
     for s0 in range(0, T, k1):
         s1 = min(T, s0 + k1)
         lo = max(0, s0 - (k2 - k1))
-        dh = np.zeros((B, H), dtype=p.dtype)
+        dstate = tuple(np.zeros((B, H), dtype=p.dtype) for _ in states[0])
         for t in range(s1 - 1, lo - 1, -1):
             if t >= s0:
-                dh = dh + dh_out[t]
-            da = dh * activation_grad(hs[t + 1], p.activation)
-            dW += da.T @ hs[t]
-            db += da.sum(axis=0)
+                dstate = (dstate[0] + dh_out[t],) + dstate[1:]
+            dpre_x, dpre_h, dstate = cell.backward(dstate, caches[t], states[t], W, extra, act)
+            grads["W"] += dpre_h.T @ states[t][0]
+            for k, v in cell.bias_grads(dpre_x, dpre_h).items():
+                grads[k] += v
             x = input_at(p, t)
             if x is not None:
-                dU += da.T @ x
+                grads["U"] += dpre_x.T @ x
             else:
-                np.add.at(dU.T, p.ids[t], da)
+                np.add.at(grads["U"].T, p.ids[t], dpre_x)
             if p.E is not None:
-                np.add.at(dE, p.ids[t], da @ U)
-            dh = da @ W
+                np.add.at(dE, p.ids[t], dpre_x @ U)
         if lo == 0:
-            dh0 += dh
+            for d, s in zip(dstate0, dstate):
+                d += s
 
-    grads = {"U": dU, "W": dW, "b": db, "V": dV, "c": dc, "h0": dh0}
+    grads.update({"V": dV, "c": dc, "h0": np.concatenate(dstate0, axis=1)})
     if dE is not None:
         grads["E"] = dE
-    h_last = hs[p.last + 1, np.arange(B)]
+    last = np.concatenate([np.stack([s[j] for s in states]) for j in range(len(states[0]))], axis=2)
+    h_last = last[p.last + 1, np.arange(B)]                  # [B, S·H]
     return loss, grads, h_last
 
 
