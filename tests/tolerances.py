@@ -27,3 +27,6 @@ CUDA32 = dict(rtol=2e-4, atol=2e-5)
 LONG32_LOSS_RTOL = 1e-6
 LONG32_GRAD = 1e-4          # max |g32 - g64| / max |g64|, per gradient
 LONG32_H_ATOL = 1e-5
+# Stacked/bidirectional models against torch.autograd, float64: the rtol 1e-10; atol
+# for entries that cancel to ~0 (sizes T ≤ 6, H ≤ 5, values O(1)).
+TORCH_LAYERS64 = dict(rtol=1e-10, atol=1e-12)
