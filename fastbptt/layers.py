@@ -138,11 +138,8 @@ def validate(params, inputs, targets, h0, *, cell, activation, num_layers, bidir
     n_in, H, _ = V.check_weights(arrays["U"], arrays["W"], arrays["b"], dtype,
                                  names=("params['U']", "params['W']", "params['b']"), cell=cl, extra=extra)
     Va = arrays["V"]
-    if Va.ndim != 2 or Va.shape[0] == 0 or Va.shape[1] != D * H:
-        raise ValueError(f"params['V'] must be [n_out, D·H] = [n_out>0, {D * H}] "
-                         f"(the head reads {'[h_fwd | h_bwd]' if D == 2 else 'h'} of the top layer); "
-                         f"got shape {Va.shape}")
-    expected = param_shapes(cl.name, n_in, H, num_layers=L, bidirectional=D == 2, n_out=Va.shape[0],
+    expected = param_shapes(cl.name, n_in, H, num_layers=L, bidirectional=D == 2,
+                            n_out=Va.shape[0] if Va.ndim == 2 else 0,
                             vocab_size=arrays["E"].shape[0] if "E" in arrays and arrays["E"].ndim == 2 else None)
     layout = f"cell={cl.name!r}, num_layers={L}, bidirectional={D == 2}"
     missing = [k for k in expected if k not in arrays]
@@ -152,6 +149,10 @@ def validate(params, inputs, targets, h0, *, cell, activation, num_layers, bidir
                          + "; ".join(s for s in (f"missing {', '.join(map(repr, missing))}" if missing else "",
                                                   f"unexpected {', '.join(map(repr, unexpected))}" if unexpected else "")
                                      if s))
+    if Va.ndim != 2 or Va.shape[0] == 0 or Va.shape[1] != D * H:
+        raise ValueError(f"params['V'] must be [n_out, D·H] = [n_out>0, {D * H}] "
+                         f"(the head reads {'[h_fwd | h_bwd]' if D == 2 else 'h'} of the top layer); "
+                         f"got shape {Va.shape}")
     for k, shape in expected.items():
         a = arrays[k]
         if a.shape != shape:

@@ -14,7 +14,7 @@ nn = torch.nn
 pack = nn.utils.rnn
 
 # backends that run each cell's stacked models
-BACKENDS = {"rnn": ("numpy",), "lstm": ("numpy",), "gru": ("numpy",)}
+BACKENDS = {"rnn": ("numpy", "cpu"), "lstm": ("numpy",), "gru": ("numpy",)}
 KINDS = [("rnn", "tanh"), ("rnn", "relu"), ("lstm", "tanh"), ("gru", "tanh")]
 
 
