@@ -259,6 +259,26 @@ def loss_and_grad(params, inputs, targets, h0=None, *, cell="rnn", activation="t
     return value, grads, last if p.cell.S == 2 else last[0]
 
 
+def collect(weight_grads, dV, dc, dE, dstate0, finals):
+    """The flat ``grads`` dict and final states of a stacked run, from per-layer results.
+
+    ``weight_grads[l][d]`` and ``dstate0[l][d]`` are a layer's ``{name: gradient}`` and the
+    gradient of its initial state (a tuple of [B, H]); ``finals`` its final states, in the
+    order l·D + d. Returns ``(grads, last)`` with states stacked to ``[L·D, B, H]``.
+    """
+    L, D = len(weight_grads), len(weight_grads[0])
+    grads = {param_key(k, layer, d == 1): v for layer in range(L) for d in range(D)
+             for k, v in weight_grads[layer][d].items()}
+    grads.update({"V": dV, "c": dc})
+    if dE is not None:
+        grads["E"] = dE
+    flat0 = [dstate0[layer][d] for layer in range(L) for d in range(D)]
+    for j, name in enumerate(("h0", "c0")[:len(flat0[0])]):
+        grads[name] = np.stack([s[j] for s in flat0])
+    last = tuple(np.stack([f[j] for f in finals]) for j in range(len(finals[0])))
+    return grads, last
+
+
 # --------------------------------------------------------------------------- cpu backend
 
 def _layer_api(cell):
@@ -419,14 +439,9 @@ def _cpu_loss_and_grad(p, st):
             dcur = dbelow
         if dx0 is not None:
             dx0 += dcur
-    out = {param_key(k, layer, d == 1): v for layer in range(L) for d in range(D)
-           for k, v in grads[layer][d].items()}
-    out.update({"V": dV, "c": dc})
+    dE = None
     if dx0 is not None:
-        out["E"] = np.zeros_like(p.E)
-        scatter_add_rows(out["E"], p.ids.reshape(-1), dx0.reshape(-1, p.n_in))
-    flat0 = [dstate0[layer][d] for layer in range(L) for d in range(D)]
-    for j, name in enumerate(("h0", "c0")[:len(flat0[0])]):
-        out[name] = np.stack([s[j] for s in flat0])
-    last = tuple(np.stack([f[j] for f in finals]) for j in range(len(finals[0])))
+        dE = np.zeros_like(p.E)
+        scatter_add_rows(dE, p.ids.reshape(-1), dx0.reshape(-1, p.n_in))
+    out, last = collect(grads, dV, dc, dE, dstate0, finals)
     return loss, out, last

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .layers import param_key
+from .layers import collect
 from .reference import step_loss
 
 
@@ -154,13 +154,5 @@ def loss_and_grad(p, st):
                         a += v
             dcur = dbelow
 
-    out = {param_key(k, layer, d == 1): v for layer in range(L) for d in range(D)
-           for k, v in grads[layer][d].items()}
-    out.update({"V": dV, "c": dc})
-    if dE is not None:
-        out["E"] = dE
-    flat0 = [dstate0[layer][d] for layer in range(L) for d in range(D)]
-    for j, name in enumerate(("h0", "c0")[:len(flat0[0])]):
-        out[name] = np.stack([s[j] for s in flat0])
-    last = tuple(np.stack([f[j] for f in finals]) for j in range(len(finals[0])))
+    out, last = collect(grads, dV, dc, dE, dstate0, finals)
     return loss, out, last

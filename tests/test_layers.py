@@ -215,3 +215,20 @@ def test_bad_input():
     # the inputs' own checks still name their argument
     with pytest.raises(ValueError, match="inputs must have n_in = 5 features"):
         fastbptt.loss_and_grad(params, x[:, :, :3], y, **kw)
+
+
+def test_readme_stacked_example_runs():
+    import re
+    from pathlib import Path
+    pytest.importorskip("torch")
+    if not hasattr(fastbptt, "lstm_forward"):
+        pytest.skip("the README example runs the LSTM on the CPU layer kernels, not present here")
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"<!-- section:layers -->\n```python\n(.*?)```", text, re.S).group(1)
+    scope = {}
+    exec(compile(block, "README layers example", "exec"), scope)
+    assert scope["h"].shape == (2, 8, 64) and scope["logits"].shape == (50, 8, 10)
+    # PyTorch's final states are fastbptt's, for the updated weights
+    _, _, (h, c) = fastbptt.loss_and_grad(scope["params"], scope["x"], scope["y"], **scope["config"])
+    np.testing.assert_allclose(h, scope["h_t"].numpy(), **tol.TORCH_LAYERS64)
+    np.testing.assert_allclose(c, scope["c_t"].numpy(), **tol.TORCH_LAYERS64)
