@@ -347,10 +347,13 @@ def _head(p, top, V, c):
 def _cpu_loss_and_grad(p, st):
     """Stacked model on the CPU: one layer-API call per layer, direction and segment.
 
-    Segments are cut where a state is read out (each sequence's last valid step) and at the
-    truncation windows' ends; consecutive segments hand the state on in the forward pass and
+    Segments are cut where a state is read out (each sequence's last valid step), at the
+    truncation windows' ends and every ``checkpoint`` steps; consecutive segments hand the state on in the forward pass and
     its gradient back in the backward pass, so the result is that of one call per layer and
-    direction. The reverse direction runs on the inputs reversed within each sequence.
+    direction. The reverse direction runs on the inputs reversed within each sequence. With
+    checkpointing a segment keeps only its initial state and is recomputed just before its
+    backward pass: the per-step caches of one segment live at a time (the layers' outputs,
+    which the next layer reads, are kept whole).
     """
     from .cpu import scatter_add_rows
 
@@ -364,7 +367,8 @@ def _cpu_loss_and_grad(p, st):
     k1, k2 = p.truncate if p.truncate is not None else (T, T)
     blocks = [(s0, min(T, s0 + k1), max(0, s0 - (k2 - k1))) for s0 in range(0, T, k1)]
     cuts = sorted({0, T} | {int(v) + 1 for v in p.last if v >= 0}
-                  | {e for blk in blocks for e in blk})
+                  | {e for blk in blocks for e in blk}
+                  | set(range(0, T, p.checkpoint or T)))
     segments = list(zip(cuts[:-1], cuts[1:]))
 
     if p.x is not None:
@@ -384,10 +388,12 @@ def _cpu_loss_and_grad(p, st):
             state, ends, run = st.state0[layer][d], {0: st.state0[layer][d]}, []
             hs = np.empty((T, B, H), dtype=p.dtype)
             for a, e in segments:
+                start = state
                 hseg, cache, state = forward(np.ascontiguousarray(xd[a:e]), state, w, p.activation)
                 hs[a:e] = hseg
                 ends[e] = state
-                run.append((a, e, cache))
+                # checkpointing keeps the segment's initial state and recomputes its cache
+                run.append((a, e, start if p.checkpoint else cache))
             if d == 0:
                 out[:, :, :H] = hs
             else:
@@ -414,6 +420,7 @@ def _cpu_loss_and_grad(p, st):
             dbelow = np.zeros_like(outs[layer - 1] if layer else x0) if layer or dx0 is not None else None
             for d in range(D):
                 xd, run = runs[layer * D + d]
+                w = st.weights[layer][d]
                 dh = dcur[:, :, d * H:(d + 1) * H]
                 dhs = dh if d == 0 else np.where(valid_rev[:, :, None], dh[rev, cols], 0)
                 carry = tuple(np.zeros((B, H), dtype=p.dtype) for _ in st.state0[layer][d])
@@ -421,6 +428,8 @@ def _cpu_loss_and_grad(p, st):
                 for a, e, cache in reversed(run):
                     if e <= lo or a >= s1:
                         continue
+                    if p.checkpoint:
+                        cache = forward(np.ascontiguousarray(xd[a:e]), cache, w, p.activation)[1]
                     seg = dhs[a:e].copy()
                     seg[-1] += carry[0]                       # ∂L/∂h at the segment's end
                     dxs, carry, g = backward(seg, cache, carry[1] if len(carry) == 2 else None)

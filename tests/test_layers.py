@@ -114,16 +114,18 @@ def test_cpu_matches_reference(cell, truncate, mask):
 
 
 @pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("bidirectional", [False, True])
-def test_checkpoint_equals_full_bptt(cell, bidirectional):
+@pytest.mark.parametrize("bidirectional,truncate", [(False, None), (True, None), (False, (2, 5))])
+def test_checkpoint_equals_full_bptt(cell, bidirectional, truncate):
     params, x, y, m, h0, c0 = make_case(cell, 2, 2 if bidirectional else 1, mask="right", T=9, seed=9)
     for backend in BACKENDS[cell]:
-        full, ck = (fastbptt.loss_and_grad(params, x, y, _state(h0, c0), cell=cell, num_layers=2,
-                                           bidirectional=bidirectional, mask=m, checkpoint=c,
-                                           backend=backend) for c in (None, "sqrt"))
-        np.testing.assert_allclose(ck[0], full[0], **tol.CHECKPOINT64)
-        for n in full[1]:
-            np.testing.assert_allclose(ck[1][n], full[1][n], err_msg=n, **tol.CHECKPOINT64)
+        full, ck, ck1 = (fastbptt.loss_and_grad(params, x, y, _state(h0, c0), cell=cell, num_layers=2,
+                                                bidirectional=bidirectional, mask=m, checkpoint=c,
+                                                truncate=truncate, backend=backend)
+                         for c in (None, "sqrt", 1))
+        for got in (ck, ck1):
+            np.testing.assert_allclose(got[0], full[0], **tol.CHECKPOINT64)
+            for n in full[1]:
+                np.testing.assert_allclose(got[1][n], full[1][n], err_msg=n, **tol.CHECKPOINT64)
 
 
 @pytest.mark.parametrize("cell", CELLS)
