@@ -386,7 +386,8 @@ def _cpu_loss_and_grad(p, st):
             w = st.weights[layer][d]
             xd = x if d == 0 else x[rev, cols]
             state, ends, run = st.state0[layer][d], {0: st.state0[layer][d]}, []
-            hs = np.empty((T, B, H), dtype=p.dtype)
+            # the reverse direction's outputs are scattered back to their times afterwards
+            hs = out[:, :, :H] if d == 0 else np.empty((T, B, H), dtype=p.dtype)
             for a, e in segments:
                 start = state
                 hseg, cache, state = forward(np.ascontiguousarray(xd[a:e]), state, w, p.activation)
@@ -394,9 +395,7 @@ def _cpu_loss_and_grad(p, st):
                 ends[e] = state
                 # checkpointing keeps the segment's initial state and recomputes its cache
                 run.append((a, e, start if p.checkpoint else cache))
-            if d == 0:
-                out[:, :, :H] = hs
-            else:
+            if d == 1:
                 out[rev[valid_rev], np.nonzero(valid_rev)[1], H:] = hs[valid_rev]
             runs.append((xd, run))
             # the state at each sequence's last valid step (forward) or after step 0 (reverse)
