@@ -348,9 +348,9 @@ def _cpu_loss_and_grad(p, st):
     """Stacked model on the CPU: one layer-API call per layer, direction and segment.
 
     Segments are cut where a state is read out (each sequence's last valid step), at the
-    truncation windows' ends and every ``checkpoint`` steps; consecutive segments hand the state on in the forward pass and
-    its gradient back in the backward pass, so the result is that of one call per layer and
-    direction. The reverse direction runs on the inputs reversed within each sequence. With
+    truncation windows' ends and every ``checkpoint`` steps; consecutive segments hand the
+    state on in the forward pass and its gradient back in the backward pass, so the result is
+    that of one call per layer and direction. The reverse direction runs on the inputs reversed within each sequence. With
     checkpointing a segment keeps only its initial state and is recomputed just before its
     backward pass: the per-step caches of one segment live at a time (the layers' outputs,
     which the next layer reads, are kept whole).
@@ -413,29 +413,32 @@ def _cpu_loss_and_grad(p, st):
                for layer in range(L)]
     dx0 = np.zeros_like(x0) if p.E is not None else None     # for dE only
     for s0, s1, lo in blocks:
-        dcur = dtop if len(blocks) == 1 else np.where((np.arange(T) >= s0)[:, None, None]
-                                                      & (np.arange(T) < s1)[:, None, None], dtop, 0)
+        # arrays local to the window [lo, s1): the block's own losses flow down every layer
+        dcur = dtop if len(blocks) == 1 else dtop[lo:s1].copy()
+        dcur[:s0 - lo] = 0
         for layer in range(L - 1, -1, -1):
-            dbelow = np.zeros_like(outs[layer - 1] if layer else x0) if layer or dx0 is not None else None
+            width = (outs[layer - 1] if layer else x0).shape[2]
+            dbelow = np.zeros((s1 - lo, B, width), p.dtype) if layer or dx0 is not None else None
             for d in range(D):
                 xd, run = runs[layer * D + d]
                 w = st.weights[layer][d]
                 dh = dcur[:, :, d * H:(d + 1) * H]
+                # (the reverse direction is never truncated: its window is the whole sequence)
                 dhs = dh if d == 0 else np.where(valid_rev[:, :, None], dh[rev, cols], 0)
                 carry = tuple(np.zeros((B, H), dtype=p.dtype) for _ in st.state0[layer][d])
-                dx = np.zeros_like(xd) if dbelow is not None else None
+                dx = np.zeros_like(dbelow) if dbelow is not None else None
                 for a, e, cache in reversed(run):
                     if e <= lo or a >= s1:
                         continue
                     if p.checkpoint:
                         cache = forward(np.ascontiguousarray(xd[a:e]), cache, w, p.activation)[1]
-                    seg = dhs[a:e].copy()
+                    seg = dhs[a - lo:e - lo].copy()
                     seg[-1] += carry[0]                       # ∂L/∂h at the segment's end
                     dxs, carry, g = backward(seg, cache, carry[1] if len(carry) == 2 else None)
                     for k, v in g.items():
                         grads[layer][d][k] += v
                     if dx is not None:
-                        dx[a:e] = dxs
+                        dx[a - lo:e - lo] = dxs
                 if lo == 0:
                     for acc, v in zip(dstate0[layer][d], carry):
                         acc += v
@@ -446,7 +449,7 @@ def _cpu_loss_and_grad(p, st):
                         dbelow[rev[valid_rev], np.nonzero(valid_rev)[1]] += dx[valid_rev]
             dcur = dbelow
         if dx0 is not None:
-            dx0 += dcur
+            dx0[lo:s1] += dcur
     dE = None
     if dx0 is not None:
         dE = np.zeros_like(p.E)
