@@ -243,7 +243,25 @@ def init_params(n_in, n_hidden, n_out, *, cell="rnn", num_layers=1, bidirectiona
 def loss_and_grad(params, inputs, targets, h0=None, *, cell="rnn", activation="tanh",
                   num_layers=1, bidirectional=False, loss="cross_entropy", reduction="sum",
                   mask=None, batch_first=False, backend="cpu", truncate=None, checkpoint=None):
-    """:func:`fastbptt.loss_and_grad` for a stacked or bidirectional model (see there)."""
+    """:func:`fastbptt.loss_and_grad` for a stacked or bidirectional model (see there).
+
+    Returns
+    -------
+    loss : float
+    grads : dict
+        Every params key, plus ``"h0"`` (and ``"c0"``) ``[num_layers·D, B, H]``.
+    h_last : array [num_layers·D, B, H], or for the LSTM the tuple (h, c)
+        Index l·D + d: the forward direction's state at each sequence's last valid step, the
+        reverse direction's after step 0.
+
+    Notes
+    -----
+    ``backend="numpy"`` runs :mod:`fastbptt.reference_stack`; ``"cpu"`` the layer API once per
+    layer, direction and segment (see :func:`_cpu_loss_and_grad`), which holds every layer's
+    outputs ``[T, B, D·H]`` whatever ``truncate`` is; ``checkpoint`` drops the per-step caches
+    instead. One-hot id inputs are expanded to ``[T, B, n_in]`` rows for layer 0 on the CPU.
+    ``"cuda"`` raises ``NotImplementedError``.
+    """
     p, st = validate(params, inputs, targets, h0, cell=cell, activation=activation,
                      num_layers=num_layers, bidirectional=bidirectional, loss=loss,
                      reduction=reduction, mask=mask, batch_first=batch_first, backend=backend,
