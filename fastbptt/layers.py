@@ -365,8 +365,8 @@ def _head(p, top, V, c):
 def _cpu_loss_and_grad(p, st):
     """Stacked model on the CPU: one layer-API call per layer, direction and segment.
 
-    Segments are cut where a state is read out (each sequence's last valid step), at the
-    truncation windows' ends and every ``checkpoint`` steps; consecutive segments hand the
+    Segments are cut where a state is read out (the LSTM's at each sequence's last valid step;
+    h is read from the outputs), at the truncation windows' ends and every ``checkpoint`` steps; consecutive segments hand the
     state on in the forward pass and its gradient back in the backward pass, so the result is
     that of one call per layer and direction. The reverse direction runs on the inputs reversed within each sequence. With
     checkpointing a segment keeps only its initial state and is recomputed just before its
@@ -384,7 +384,9 @@ def _cpu_loss_and_grad(p, st):
     valid_rev = s_idx <= p.last[None, :]                      # [T, B]
     k1, k2 = p.truncate if p.truncate is not None else (T, T)
     blocks = [(s0, min(T, s0 + k1), max(0, s0 - (k2 - k1))) for s0 in range(0, T, k1)]
-    cuts = sorted({0, T} | {int(v) + 1 for v in p.last if v >= 0}
+    # an LSTM's c at a sequence's last valid step is only seen as a segment's final state
+    reads = {int(v) + 1 for v in p.last if v >= 0} if p.cell.S == 2 else set()
+    cuts = sorted({0, T} | reads
                   | {e for blk in blocks for e in blk}
                   | set(range(0, T, p.checkpoint or T)))
     segments = list(zip(cuts[:-1], cuts[1:]))
@@ -417,8 +419,12 @@ def _cpu_loss_and_grad(p, st):
                 out[rev[valid_rev], np.nonzero(valid_rev)[1], H:] = hs[valid_rev]
             runs.append((xd, run))
             # the state at each sequence's last valid step (forward) or after step 0 (reverse)
-            finals.append(tuple(np.stack([ends[int(v) + 1][j][b] for b, v in enumerate(p.last)])
-                                for j in range(len(state))))
+            if p.cell.S == 2:
+                finals.append(tuple(np.stack([ends[int(v) + 1][j][b] for b, v in enumerate(p.last)])
+                                    for j in range(len(state))))
+            else:
+                h0 = st.state0[layer][d][0]
+                finals.append((np.where((p.last >= 0)[:, None], hs[np.maximum(p.last, 0), cols], h0),))
         outs.append(out)
         x = out
 
