@@ -1,6 +1,6 @@
-"""Peak memory and time of full, chunked and checkpointed BPTT at T = 1000 (issue 3's target).
+"""Peak memory and time of full, chunked and checkpointed BPTT at T = 1000.
 
-    python bench/bench_memory.py [--T 1000] [--B 32] [--H 256] [--n 256] [--repeat 5]
+    python bench/bench_memory.py [--T 1000] [--B 32] [--H 256] [--n 256] [--repeat 5] [--json FILE]
 
 For one-hot input ids (a vocabulary of n feeding U) and float inputs [T, B, n], both with
 cross-entropy over n classes, float32: the tracemalloc peak of one ``loss_and_grad`` call, the
@@ -9,6 +9,8 @@ estimate of :func:`fastbptt.memory.estimate`, and the best time of ``--repeat`` 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 import time
 
 import numpy as np
@@ -27,7 +29,11 @@ def main():
     ap.add_argument("--H", type=int, default=256)
     ap.add_argument("--n", type=int, default=256, help="n_in = n_out = vocabulary")
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--json", metavar="FILE", help="also write the rows as JSON (README figures)")
     a = ap.parse_args()
+    from fastbptt.cli import measurement_metadata
+    meta = measurement_metadata("python bench/bench_memory.py " + " ".join(sys.argv[1:]))
+    out = []
     rng = np.random.default_rng(0)
     params = fastbptt.init_params(a.n, a.H, a.n, dtype=np.float32, seed=1)
     y = rng.integers(0, a.n, (a.T, a.B))
@@ -50,8 +56,18 @@ def main():
                 row[3] = min(row[3], _timed(call))
         base = rows[0]
         for name, peak, est, best in rows:
+            out.append(dict(inputs=kind, setting=name, peak_bytes=int(peak), estimate_bytes=int(est),
+                            seconds=best, peak_vs_full=peak / base[1], time_vs_full=best / base[3]))
             print(f"{kind:<7} {name:<30} {peak / 2**20:9.2f} {est / 2**20:8.2f} "
                   f"{100 * peak / base[1]:8.1f}% {best * 1e3:8.0f} {best / base[3]:7.2f}")
+
+
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(dict(meta=measurement_metadata(meta["command"], meta),
+                           config=dict(T=a.T, B=a.B, H=a.H, n=a.n, dtype="float32", repeat=a.repeat),
+                           rows=out), f, indent=1)
+        print(f"wrote {a.json}")
 
 
 def _timed(fn):

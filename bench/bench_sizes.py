@@ -1,4 +1,4 @@
-"""One forward + backward at the issue's four sizes, grouped by size (float32, time-major).
+"""One forward + backward at the four benchmark sizes (fastbptt.bench.SIZES), float32, time-major.
 
 python -m pytest bench/ --benchmark-only [--benchmark-json out.json] [-k small]
 """

@@ -1,4 +1,4 @@
-"""pytest-benchmark suites for issue 5: ``python -m pytest bench/ --benchmark-only``.
+"""pytest-benchmark suites: ``python -m pytest bench/ --benchmark-only``.
 
 Files here are named ``bench_*.py`` so the default test run (testpaths = tests) never
 collects them; this conftest makes pytest collect them when ``bench/`` is named explicitly.
@@ -22,6 +22,22 @@ def pytest_collect_file(parent, file_path):
     if file_path.suffix == ".py" and file_path.name.startswith("bench_") \
             and not parent.session.isinitpath(file_path):
         return pytest.Module.from_parent(parent, path=file_path)
+
+
+_META = {}
+
+
+def pytest_sessionstart(session):
+    from fastbptt.cli import measurement_metadata
+    import shlex
+    import sys
+    _META.update(measurement_metadata("python -m pytest " + shlex.join(sys.argv[1:])))
+
+
+def pytest_benchmark_update_json(config, benchmarks, output_json):
+    """``--benchmark-json`` files say when, where and under what load they were measured."""
+    from fastbptt.cli import measurement_metadata
+    output_json["meta"] = measurement_metadata(_META.get("command", ""), _META)
 
 
 def have(mod):

@@ -4,12 +4,14 @@
 ``rnn_backward`` are the same engine as a layer. Numba kernels compile on first use and are
 cached on disk; nothing compiles at import.
 """
-from .api import init_params, loss_and_grad, rnn_backward, rnn_forward
+from .api import (gru_backward, gru_forward, init_params, loss_and_grad, lstm_backward,
+                  lstm_forward, rnn_backward, rnn_forward)
 from .gradcheck import gradcheck
 
 __version__ = "0.1.0"
 
-__all__ = ["init_params", "loss_and_grad", "rnn_forward", "rnn_backward", "gradcheck", "__version__"]
+__all__ = ["init_params", "loss_and_grad", "rnn_forward", "rnn_backward", "lstm_forward",
+           "lstm_backward", "gru_forward", "gru_backward", "gradcheck", "__version__"]
 
 
 def __getattr__(name):

@@ -34,9 +34,13 @@ def check_choice(name: str, value, choices) -> str:
 
 
 def as_array(name: str, a) -> np.ndarray:
-    """Accept an ndarray (or anything NumPy can read without guessing) without copying."""
+    """Accept an ndarray (or anything NumPy can read without guessing) without copying.
+
+    Non-native byte order (e.g. big-endian ``>f8``) is the same number type: it is copied
+    to native order, the only case that copies here.
+    """
     if isinstance(a, np.ndarray):
-        return a
+        return _native(a)
     if a is None:
         raise TypeError(f"{name} must be an array; got None")
     if hasattr(a, "__cuda_array_interface__"):
@@ -47,7 +51,16 @@ def as_array(name: str, a) -> np.ndarray:
         raise TypeError(f"{name} must be array-like; got {type(a).__name__}") from exc
     if out.dtype == object:
         raise TypeError(f"{name} must be a numeric array; got {type(a).__name__} of objects")
-    return out
+    return _native(out)
+
+
+def _native(a: np.ndarray) -> np.ndarray:
+    if a.dtype.byteorder not in "=|" and a.dtype.byteorder != _NATIVE:
+        return a.astype(a.dtype.newbyteorder("="))
+    return a
+
+
+_NATIVE = "<" if np.little_endian else ">"
 
 
 def float_dtype_of_params(params, cell=None) -> np.dtype:
@@ -232,16 +245,29 @@ class Problem:
         return self.E is not None
 
 
-def _ids(name: str, a: np.ndarray, high: int, what: str) -> np.ndarray:
-    """Validate integer ids in [0, high) and return them as int64 (copying only if needed)."""
+def _ids(name: str, a: np.ndarray, high: int, what: str, ignore=None) -> np.ndarray:
+    """Validate integer ids in [0, high) and return them as int64 (copying only if needed).
+
+    ``ignore`` (bool, a's shape): positions whose ids are never used; they are not checked
+    and are replaced by 0 in the result (e.g. PyTorch's ignore index -100 in padding).
+    """
     if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
         raise TypeError(f"{name} must hold integer ids; got dtype {a.dtype}")
-    if a.size:
-        lo, hi = int(a.min()), int(a.max())
+    used = a if ignore is None or not ignore.any() else a[~ignore]
+    if used.size:
+        lo, hi = int(used.min()), int(used.max())
         if lo < 0 or hi >= high:
             bad = lo if lo < 0 else hi
-            raise ValueError(f"{name} holds id {bad}, outside [0, {high}) ({what})")
+            where = "" if used is a else " at a position that is used"
+            raise ValueError(f"{name} holds id {bad}{where}, outside [0, {high}) ({what})")
+    if used is not a:
+        return np.where(ignore, 0, a).astype(np.int64)      # a fresh array: never the caller's
     return np.ascontiguousarray(a, dtype=np.int64)
+
+
+def padding_of(last: np.ndarray, T: int) -> np.ndarray:
+    """[T, B] bool: the steps after each sequence's last valid step (its padding)."""
+    return np.arange(T)[:, None] > last[None, :]
 
 
 def check_activation(activation, cell):
@@ -318,9 +344,7 @@ def validate_loss_and_grad(params, inputs, targets, h0, activation, loss, reduct
                              f"got shape {inputs.shape}")
         if batch_first:
             inputs = inputs.T
-        vocab = E.shape[0] if E is not None else n_in
-        ids = _ids("inputs", inputs, vocab,
-                   f"the vocabulary size, {'rows of E' if E is not None else 'columns of U (one-hot)'}")
+        ids = inputs                  # range-checked below, once the padding is known
         T, B = ids.shape
     elif inputs.dtype in FLOAT_DTYPES or np.issubdtype(inputs.dtype, np.floating):
         if inputs.ndim != 3:
@@ -334,6 +358,10 @@ def validate_loss_and_grad(params, inputs, targets, h0, activation, loss, reduct
         if inputs.shape[2] != n_in:
             raise ValueError(f"inputs must have n_in = {n_in} features (columns of U); got shape "
                              f"{inputs.shape if not batch_first else inputs.transpose(1, 0, 2).shape}")
+        if E is not None:
+            raise ValueError("params has 'E', the embedding table for integer ids, but inputs are "
+                             f"floats of shape {inputs.shape}: pass integer ids [T, B], or params "
+                             "without 'E' (E would get no gradient)")
         x = np.ascontiguousarray(inputs)
         T, B = x.shape[:2]
     else:
@@ -346,10 +374,11 @@ def validate_loss_and_grad(params, inputs, targets, h0, activation, loss, reduct
         m = as_array("mask", mask)
         if m.ndim != 2:
             raise ValueError(f"mask must be 2-D [{'B, T' if batch_first else 'T, B'}]; got shape {m.shape}")
+        if m.shape != ((B, T) if batch_first else (T, B)):
+            want = f"[B, T] = [{B}, {T}] (batch_first=True)" if batch_first else f"[T, B] = [{T}, {B}] (time-major)"
+            raise ValueError(f"mask must be {want}; got shape {m.shape}")
         if batch_first:
             m = m.T
-        if m.shape != (T, B):
-            raise ValueError(f"mask must be [T, B] = [{T}, {B}] (time-major); got shape {m.shape}")
         if not (m.dtype == np.bool_ or np.issubdtype(m.dtype, np.integer) or np.issubdtype(m.dtype, np.floating)):
             raise TypeError(f"mask must be bool, int or float; got dtype {m.dtype}")
         if m.dtype != np.bool_ and not np.all((m == 0) | (m == 1)):
@@ -365,6 +394,20 @@ def validate_loss_and_grad(params, inputs, targets, h0, activation, loss, reduct
         any_valid = valid.any(axis=0)
         last = np.where(any_valid, T - 1 - np.argmax(valid[::-1], axis=0), -1).astype(np.int64)
     masked = bool(np.any(last != T - 1))
+    # Padding (the steps after a sequence's last valid step) influences nothing: its ids are
+    # neither checked nor used (replaced by 0), its float inputs are replaced by 0,
+    # and the engine keeps its states out of every sum. Mid-sequence mask-0 steps are not
+    # padding: they drive the recurrence that later valid steps depend on.
+    pad = padding_of(last, T) if masked else None
+    if ids is not None:
+        vocab = E.shape[0] if E is not None else n_in
+        ids = _ids("inputs", ids, vocab,
+                   f"the vocabulary size, {'rows of E' if E is not None else 'columns of U (one-hot)'}",
+                   ignore=pad)
+    elif pad is not None:
+        # a copy, never the caller's array; zeros even for finite values: a huge one could
+        # still overflow a gated cell's pre-activation to inf - inf = NaN in its step cache
+        x = np.where(pad[:, :, None], x.dtype.type(0), x)
 
     # ---- targets ----
     targets = as_array("targets", targets)
@@ -377,15 +420,21 @@ def validate_loss_and_grad(params, inputs, targets, h0, activation, loss, reduct
         raise TypeError(f"targets has dtype {targets.dtype} but params have {dtype}; "
                         "cast explicitly, fastbptt does not mix precisions")
     per_step_nd = 2 if is_int_t else 3
+    if not is_int_t and loss == "cross_entropy" and targets.shape in ((B,), (B, T) if batch_first else (T, B)) \
+            and targets.shape != (B, n_out):
+        raise TypeError(f"targets of shape {targets.shape} hold floats: class ids must be an integer "
+                        "array (e.g. targets.astype(np.int64)); float targets are probability rows "
+                        f"[{'B, T' if batch_first else 'T, B'}, n_out] or [B, n_out]")
     if targets.ndim == per_step_nd:
         many_to_one = False
+        want = (T, B) if is_int_t else (T, B, n_out)
+        given = (want[1], want[0]) + want[2:] if batch_first else want
+        if targets.shape != given:
+            raise ValueError(f"targets must be {'class ids' if is_int_t else 'rows'} of shape "
+                             f"{list(given)} ({'batch_first=True' if batch_first else 'time-major'}); "
+                             f"got shape {targets.shape}")
         if batch_first:
             targets = targets.swapaxes(0, 1)
-        want = (T, B) if is_int_t else (T, B, n_out)
-        if targets.shape != want:
-            raise ValueError(f"targets must be {'class ids' if is_int_t else 'rows'} of shape "
-                             f"{list(want)} (time-major{', given batch_first' if batch_first else ''}); "
-                             f"got shape {targets.shape}")
     elif targets.ndim == per_step_nd - 1:
         many_to_one = True
         want = (B,) if is_int_t else (B, n_out)
@@ -409,13 +458,15 @@ def validate_loss_and_grad(params, inputs, targets, h0, activation, loss, reduct
 
     tgt_ids = y_rows = y_map = None
     if is_int_t:
-        ids_t = _ids("targets", targets, n_out, "n_out classes, rows of V")
+        # only targets that carry loss are checked and used (others, e.g. -100, become 0)
         if many_to_one:
-            tgt_ids = np.zeros((T, B), dtype=np.int64)
             has = last >= 0
+            ids_t = _ids("targets", targets, n_out, "n_out classes, rows of V", ignore=~has)
+            tgt_ids = np.zeros((T, B), dtype=np.int64)
             tgt_ids[last[has], np.nonzero(has)[0]] = ids_t[has]
         else:
-            tgt_ids = ids_t
+            tgt_ids = _ids("targets", targets, n_out, "n_out classes, rows of V",
+                           ignore=None if dense else weights == 0)
     else:
         if many_to_one:
             y_rows = np.ascontiguousarray(targets)

@@ -4,7 +4,10 @@ from __future__ import annotations
 import numpy as np
 
 from . import _validate as V
+from . import layer as _layer
 from . import reference
+from .layer import LayerCache
+from ._memcheck import check_fits
 
 
 def _cpu_fused_eligible(p):
@@ -75,7 +78,14 @@ def init_params(n_in, n_hidden, n_out, *, cell="rnn", num_layers=1, bidirectiona
     dt = np.dtype(dtype)
     if dt not in V.FLOAT_DTYPES:
         raise TypeError(f"dtype must be float32 or float64; got {dt}")
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    if isinstance(seed, np.random.Generator):
+        rng = seed
+    else:
+        try:
+            rng = np.random.default_rng(seed)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"seed must be None, a non-negative int or a numpy.random.Generator; "
+                             f"got {seed!r}") from exc
 
     def normal(shape, fan_in):
         return np.ascontiguousarray((rng.standard_normal(shape) / np.sqrt(fan_in)).astype(dt))
@@ -146,9 +156,13 @@ def loss_and_grad(params, inputs, targets, h0=None, *, cell="rnn", activation="t
     loss : {"cross_entropy", "mse"}
         Softmax + negative log-likelihood, or ``½‖o_t − y_t‖²`` per step.
     reduction : {"sum", "mean"}
-        Sum over valid (t, b), or divided by their number (by B for many-to-one).
+        Sum over the (t, b) that carry loss, or divided by their number (many-to-one: by the
+        number of sequences that have a valid step).
     mask : array [T, B] of 0/1, optional
         Steps with 0 carry no loss; ``h_last`` is each sequence's state at its last valid step.
+        The steps after a sequence's last valid step are padding and influence nothing (they
+        may hold NaN, inf or any id, e.g. -100); a mask-0 step before it still feeds the
+        recurrence, so its input matters.
     batch_first : bool
         Inputs, per-step targets and mask are ``[B, T, ...]``.
     backend : {"cpu", "numpy", "cuda"}
@@ -201,15 +215,16 @@ def loss_and_grad(params, inputs, targets, h0=None, *, cell="rnn", activation="t
                                  batch_first, backend, truncate, checkpoint, cell=cell)
     if not isinstance(check_finite, (bool, np.bool_)):
         raise TypeError(f"check_finite must be a bool; got {check_finite!r}")
-    if backend != "numpy" and p.cell.name != "rnn":
-        raise NotImplementedError(f"cell={p.cell.name!r} runs on backend='numpy' only so far")
     if backend == "numpy":
         out = reference.loss_and_grad(p)
     elif backend == "cpu" and _cpu_fused_eligible(p):
-        from .cpu import fused_loss_and_grad       # full BPTT, no mask: one compiled call (issue 5)
+        from .cpu import fused_loss_and_grad       # full BPTT, no mask: one compiled call
+        check_fits(p, fused=True)                  # compiled code must not be where memory runs out
         out = fused_loss_and_grad(p)
     else:
         from . import engine
+        if backend == "cpu":
+            check_fits(p, fused=False)
         out = engine.run(p, _backend_ops(backend, p))
     out = present(p.cell, p.H, *out)
     if check_finite:
@@ -241,129 +256,131 @@ def _check_finite(loss, grads):
             "weights); lower the learning rate, clip gradients or use tanh/sigmoid.")
 
 
-class RNNCache:
-    """What :func:`rnn_backward` needs from :func:`rnn_forward` (treat it as opaque)."""
-
-    __slots__ = ("x", "hs", "U", "W", "act", "activation", "backend", "batch_first")
-
-    def __init__(self, x, hs, U, W, activation, backend, batch_first):
-        self.x, self.hs, self.U, self.W = x, hs, U, W
-        self.activation, self.act = activation, V.ACTIVATIONS[activation]
-        self.backend, self.batch_first = backend, batch_first
+RNNCache = LayerCache      # the name the first release used
 
 
 def rnn_forward(x, h0, U, W, b, *, activation="tanh", batch_first=False, backend="cpu"):
-    """Forward pass of the recurrent layer alone, for composing with your own layers.
+    """Forward pass of an Elman layer alone, for composing with your own layers.
 
     Parameters
     ----------
     x : array [T, B, n_in]
         Inputs (``[B, T, n_in]`` with ``batch_first=True``).
     h0 : array [B, H] or None
+        Initial state (zeros when None).
     U : [H, n_in], W : [H, H], b : [H]
     activation : {"tanh", "sigmoid", "relu"}
+    batch_first : bool
     backend : {"cpu", "numpy", "cuda"}
-        ``"cuda"``: see :func:`fastbptt.cuda.rnn_forward` (device arrays in, device arrays out).
+        ``"cuda"``: device arrays in, device arrays out (see :mod:`fastbptt.cuda`).
 
     Returns
     -------
     hs : array [T, B, H]
-        ``h_1 .. h_T`` (read-only view of the cache: the backward pass needs them unchanged).
-    cache : RNNCache
-        Pass to :func:`rnn_backward`. It references ``x``; do not modify ``x`` in between.
+        ``h_1 .. h_T`` (``[B, T, H]`` batch-first), a new array: changing it changes nothing
+        the backward pass reads.
+    cache : LayerCache
+        Pass to :func:`rnn_backward`; ``cache.h_last`` is h_T. It references ``x``: do not
+        modify ``x`` in between.
     """
-    V.check_choice("activation", activation, tuple(V.ACTIVATIONS))
-    V.check_choice("backend", backend, ("cpu", "numpy", "cuda"))
-    if backend == "cuda":
-        from . import cuda
-        return cuda.rnn_forward(x, h0, U, W, b, activation=activation, batch_first=batch_first)
-    U, W, b = (V.as_array(n, a) for n, a in (("U", U), ("W", W), ("b", b)))
-    n_in, H, dtype = V.check_weights(U, W, b)
-    x = V.as_array("x", x)
-    if x.ndim != 3:
-        raise ValueError(f"x must be 3-D [{'B, T' if batch_first else 'T, B'}, n_in]; got shape {x.shape}")
-    if x.dtype != dtype:
-        raise TypeError(f"x has dtype {x.dtype} but the weights have {dtype}; "
-                        "cast explicitly, fastbptt does not mix precisions")
-    if batch_first:
-        x = x.transpose(1, 0, 2)
-    T, B, nx = x.shape
-    if nx != n_in:
-        raise ValueError(f"x must have n_in = {n_in} features (columns of U); got shape {x.shape}")
-    if T == 0 or B == 0:
-        raise ValueError(f"x must have T > 0 and B > 0; got shape {x.shape}")
-    if h0 is None:
-        h0 = np.zeros((B, H), dtype=dtype)
-    h0 = V.as_array("h0", h0)
-    if h0.dtype != dtype:
-        raise TypeError(f"h0 has dtype {h0.dtype} but the weights have {dtype}")
-    if h0.shape != (B, H):
-        raise ValueError(f"h0 must be [B, H] = [{B}, {H}]; got shape {h0.shape}")
-    x = np.ascontiguousarray(x)
-    U, W, b = (np.ascontiguousarray(a) for a in (U, W, b))
-    if backend == "numpy":
-        hs = reference.rnn_forward(x, h0, U, W, b, activation)
-    else:
-        from .cpu import forward_steps
-        hs = np.empty((T + 1, B, H), dtype=dtype)      # [T+1, B, H], h0 in slot 0
-        hs[0] = h0
-        xu = np.matmul(x.reshape(-1, n_in), U.T).reshape(T, B, H)   # matmul: NaN·0 stays NaN
-        xu += b
-        forward_steps(xu, np.ascontiguousarray(W.T), hs, np.empty((B, H), dtype=dtype),
-                      V.ACTIVATIONS[activation])
-    cache = RNNCache(x, hs, U, W, activation, backend, batch_first)
-    out = hs[1:]
-    if batch_first:
-        out = out.transpose(1, 0, 2)
-    out = out.view()
-    out.flags.writeable = False
-    return out, cache
+    return _layer.forward("rnn", x, h0, None, U, W, b, activation=activation,
+                          batch_first=batch_first, backend=backend)
 
 
-def rnn_backward(dhs, cache):
-    """Backward pass of the recurrent layer.
+def rnn_backward(dhs, cache, dh_last=None):
+    """Backward pass of an Elman layer.
 
     Parameters
     ----------
     dhs : array [T, B, H]
         ∂L/∂h_t from the layers above, for every step (``[B, T, H]`` if the forward pass was
         batch-first). The recurrent path is added here, with one accumulating delta buffer.
-    cache : RNNCache
+    cache : LayerCache
         From :func:`rnn_forward`.
+    dh_last : array [B, H], optional
+        A gradient on the final state h_T beyond ``dhs[-1]`` (e.g. from a decoder that starts
+        from it): added to the delta buffer before the last step.
 
     Returns
     -------
     dx : [T, B, n_in] (batch-first like x), dh0 : [B, H], dU : [H, n_in], dW : [H, H], db : [H]
     """
-    if not isinstance(cache, RNNCache):
-        raise TypeError(f"cache must be the RNNCache returned by rnn_forward; got {type(cache).__name__}")
-    if cache.backend == "cuda":
-        from . import cuda
-        return cuda.rnn_backward(dhs, cache)
-    hs, x, U, W = cache.hs, cache.x, cache.U, cache.W
-    T, B, H = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
-    dhs = V.as_array("dhs", dhs)
-    if dhs.dtype != hs.dtype:
-        raise TypeError(f"dhs has dtype {dhs.dtype} but the layer runs in {hs.dtype}")
-    if cache.batch_first:
-        dhs = dhs.transpose(1, 0, 2) if dhs.ndim == 3 else dhs
-    if dhs.shape != (T, B, H):
-        want = (B, T, H) if cache.batch_first else (T, B, H)
-        got = dhs.transpose(1, 0, 2).shape if cache.batch_first and dhs.ndim == 3 else dhs.shape
-        raise ValueError(f"dhs must be {list(want)}, the shape of hs; got shape {got}")
-    dhs = np.ascontiguousarray(dhs)
-    if cache.backend == "numpy":
-        dx, dh0, dU, dW, db = reference.rnn_backward(dhs, x, hs, U, W, cache.activation)
-    else:
-        from .cpu import backward_steps
-        dh0 = np.zeros((B, H), dtype=hs.dtype)
-        da = np.empty((T, B, H), dtype=hs.dtype)
-        backward_steps(dhs, 0, hs, W, dh0, da, cache.act)
-        da2 = da.reshape(-1, H)
-        dx = (da2 @ U).reshape(T, B, -1)
-        dU = da2.T @ x.reshape(-1, x.shape[2])
-        dW = da2.T @ hs[:-1].reshape(-1, H)
-        db = da2.sum(axis=0)
-    if cache.batch_first:
-        dx = np.ascontiguousarray(dx.transpose(1, 0, 2))
-    return dx, dh0, dU, dW, db
+    dx, ds, dU, dW, db, _ = _layer.backward("rnn", dhs, cache, dh_last)
+    return dx, ds, dU, dW, db
+
+
+def lstm_forward(x, h0, c0, U, W, b, *, batch_first=False, backend="cpu"):
+    """Forward pass of an LSTM layer alone (gate rows i, f, g, o, as PyTorch).
+
+    Parameters
+    ----------
+    x : array [T, B, n_in] (``[B, T, n_in]`` with ``batch_first=True``)
+    h0, c0 : array [B, H] or None
+        Initial hidden and cell states (zeros when None).
+    U : [4H, n_in], W : [4H, H], b : [4H]
+    batch_first : bool
+    backend : {"cpu", "numpy", "cuda"}
+
+    Returns
+    -------
+    hs : array [T, B, H] (``[B, T, H]`` batch-first), a new array
+    cache : LayerCache
+        Pass to :func:`lstm_backward`; ``cache.h_last`` and ``cache.c_last`` are the final
+        states.
+    """
+    return _layer.forward("lstm", x, h0, c0, U, W, b, batch_first=batch_first, backend=backend)
+
+
+def lstm_backward(dhs, cache, dh_last=None, dc_last=None):
+    """Backward pass of an LSTM layer.
+
+    Parameters
+    ----------
+    dhs : array [T, B, H]
+        ∂L/∂h_t from above for every step (batch-first like the forward pass).
+    cache : LayerCache
+        From :func:`lstm_forward`.
+    dh_last, dc_last : array [B, H], optional
+        Gradients on the final h_T and c_T (e.g. from a decoder).
+
+    Returns
+    -------
+    dx : [T, B, n_in], dh0 : [B, H], dc0 : [B, H], dU : [4H, n_in], dW : [4H, H], db : [4H]
+    """
+    dx, ds, dU, dW, db, _ = _layer.backward("lstm", dhs, cache, dh_last, dc_last)
+    H = ds.shape[1] // 2
+    return dx, ds[:, :H].copy(), ds[:, H:].copy(), dU, dW, db
+
+
+def gru_forward(x, h0, U, W, b, bn, *, batch_first=False, backend="cpu"):
+    """Forward pass of a GRU layer alone (gate rows r, z, n, as PyTorch).
+
+    Parameters
+    ----------
+    x : array [T, B, n_in] (``[B, T, n_in]`` with ``batch_first=True``)
+    h0 : array [B, H] or None
+    U : [3H, n_in], W : [3H, H], b : [3H], bn : [H]
+        ``b`` holds PyTorch's ``b_ih + b_hh`` for r and z and ``b_in`` for n; ``bn`` is
+        ``b_hn``.
+    batch_first : bool
+    backend : {"cpu", "numpy", "cuda"}
+
+    Returns
+    -------
+    hs : array [T, B, H] (``[B, T, H]`` batch-first), a new array
+    cache : LayerCache
+        Pass to :func:`gru_backward`; ``cache.h_last`` is the final state.
+    """
+    return _layer.forward("gru", x, h0, None, U, W, b, bn, batch_first=batch_first,
+                          backend=backend)
+
+
+def gru_backward(dhs, cache, dh_last=None):
+    """Backward pass of a GRU layer.
+
+    Returns
+    -------
+    dx : [T, B, n_in], dh0 : [B, H], dU : [3H, n_in], dW : [3H, H], db : [3H], dbn : [H]
+    """
+    dx, ds, dU, dW, db, dbn = _layer.backward("gru", dhs, cache, dh_last)
+    return dx, ds, dU, dW, db, dbn

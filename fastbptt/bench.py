@@ -13,19 +13,23 @@ wall time of repeated calls after a warm-up that sits outside the timed region:
 * ``jax``        -- ``jit(value_and_grad)`` over ``lax.scan`` (only when JAX is installed)
 
 Throughput counts ``2·T·B·H·(2·n_in + 3·H + 3·n_out)`` flops per forward + backward (one-hot
-inputs are counted as dense, as the issue does). The roofline is the best single-precision
+inputs are counted as dense, so every size is on one scale). The roofline is the best single-precision
 matrix-product rate measured in the same run: an 8192×1024×1024 product through NumPy's BLAS
 and through PyTorch's, the better of the two.
 """
 from __future__ import annotations
 
+import argparse
 import json
+import math
 import os
 import platform
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 SIZES = {  # name: (T, B, n_in, H, n_out, one-hot ids)
     "minchar": (25, 1, 65, 100, 65, True),
@@ -37,19 +41,28 @@ IMPLS = ("fastbptt", "fastbptt-mkl", "reference", "torch", "jax")
 ROOF = (8192, 1024, 1024)                 # sgemm [M, K] @ [K, N]
 
 
-def flops(T, B, n_in, H, n_out):
-    """Flops of one forward + backward, the issue's count."""
-    return 2 * T * B * H * (2 * n_in + 3 * H + 3 * n_out)
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
 
-def n_cores():
+def flops(T: int, B: int, n_in: int, H: int, n_out: int, cell: str = "rnn") -> int:
+    """Flops of one forward + backward, one-hot inputs counted as dense.
+
+    Per step and sequence: the input projection and dU (2·G·H·n_in), the recurrent product,
+    its gradient and dW (3·G·H·H), the head, dV and ∂L/∂h (3·H·n_out), times two flops per
+    multiply-add; G is the cell's gate count (1, 4, 3). Pointwise work is not counted.
+    """
+    G = GATES[cell]
+    return 2 * T * B * H * (G * (2 * n_in + 3 * H) + 3 * n_out)
+
+
+def n_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         return os.cpu_count() or 1
 
 
-def cpu_model():
+def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -61,13 +74,13 @@ def cpu_model():
 
 
 # --------------------------------------------------------------------------- workers
-def _problem(size, dtype):
+def _problem(size, dtype, cell="rnn"):
     import numpy as np
     T, B, n_in, H, n_out, ids = SIZES[size]
     rng = np.random.default_rng(0)
     dt = np.dtype(dtype)
     from . import api
-    params = api.init_params(n_in, H, n_out, dtype=dt, seed=0)
+    params = api.init_params(n_in, H, n_out, dtype=dt, seed=0, cell=cell)
     x = rng.integers(0, n_in, (T, B)) if ids else rng.standard_normal((T, B, n_in)).astype(dt)
     y = rng.integers(0, n_out, (T, B))
     return params, x, y
@@ -88,28 +101,29 @@ def _timeit(fn, min_time, min_reps, max_reps):
     return first, times
 
 
-def _fn_fastbptt(size, dtype, backend):
+def _fn_fastbptt(size, dtype, backend, cell="rnn"):
     from . import api
-    params, x, y = _problem(size, dtype)
+    params, x, y = _problem(size, dtype, cell)
     if backend == "cuda":
         from . import cuda  # noqa: F401  (raises ImportError when unavailable)
-    return lambda: api.loss_and_grad(params, x, y, backend=backend)
+    return lambda: api.loss_and_grad(params, x, y, backend=backend, cell=cell)
 
 
-def _fn_reference(size, dtype, backend):
+def _fn_reference(size, dtype, backend, cell="rnn"):
     from . import api
-    params, x, y = _problem(size, dtype)
-    return lambda: api.loss_and_grad(params, x, y, backend="numpy")
+    params, x, y = _problem(size, dtype, cell)
+    return lambda: api.loss_and_grad(params, x, y, backend="numpy", cell=cell)
 
 
-def _fn_torch(size, dtype, backend):
+def _fn_torch(size, dtype, backend, cell="rnn"):
     import numpy as np
     import torch
     torch.set_num_threads(n_cores())
     T, B, n_in, H, n_out, ids = SIZES[size]
-    params, x, y = _problem(size, dtype)
+    params, x, y = _problem(size, dtype, cell)
     tdt = torch.float32 if np.dtype(dtype) == np.float32 else torch.float64
-    rnn = torch.nn.RNN(n_in, H, nonlinearity="tanh").to(tdt)
+    rnn = (torch.nn.RNN(n_in, H, nonlinearity="tanh") if cell == "rnn" else
+           {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell](n_in, H)).to(tdt)
     lin = torch.nn.Linear(H, n_out).to(tdt)
     with torch.no_grad():
         rnn.weight_ih_l0.copy_(torch.from_numpy(params["U"]))
@@ -129,6 +143,8 @@ def _fn_torch(size, dtype, backend):
         torch.backends.cudnn.enabled = True
         rnn, lin = rnn.cuda(), lin.cuda()
         xt, yt, h0 = xt.cuda(), yt.cuda(), h0.cuda()
+    if cell == "lstm":
+        h0 = (h0, h0.clone())
 
     def fn():
         for m in (rnn, lin):
@@ -141,25 +157,41 @@ def _fn_torch(size, dtype, backend):
     return fn
 
 
-def _fn_jax(size, dtype, backend):
+def _fn_jax(size, dtype, backend, cell="rnn"):
     import numpy as np
     if np.dtype(dtype) == np.float64:
         os.environ.setdefault("JAX_ENABLE_X64", "1")
     import jax
     import jax.numpy as jnp
     T, B, n_in, H, n_out, ids = SIZES[size]
-    params, x, y = _problem(size, dtype)
+    params, x, y = _problem(size, dtype, cell)
     P = {k: jnp.asarray(v) for k, v in params.items()}
     xj, yj = jnp.asarray(x), jnp.asarray(y)
+    sig = jax.nn.sigmoid
+
+    def step(P, s, xu_t):                  # the cell's equations (fastbptt/cells/)
+        h = s[0]
+        r = h @ P["W"].T
+        if cell == "rnn":
+            return (jnp.tanh(xu_t + r),)
+        if cell == "lstm":
+            z = xu_t + r
+            i, f, g, o = sig(z[:, :H]), sig(z[:, H:2 * H]), jnp.tanh(z[:, 2 * H:3 * H]), sig(z[:, 3 * H:])
+            c = f * s[1] + i * g
+            return (o * jnp.tanh(c), c)
+        rg, zg = sig(xu_t[:, :H] + r[:, :H]), sig(xu_t[:, H:2 * H] + r[:, H:2 * H])
+        n = jnp.tanh(xu_t[:, 2 * H:] + rg * (r[:, 2 * H:] + P["bn"]))
+        return ((1 - zg) * n + zg * h,)
 
     def loss_fn(P, x, y):
         # input projection for all steps at once, then the recurrence in lax.scan
-        xu = (P["U"].T[x] if ids else x @ P["U"].T) + P["b"]           # [T, B, H]
+        xu = (P["U"].T[x] if ids else x @ P["U"].T) + P["b"]           # [T, B, G·H]
 
-        def step(h, xu_t):
-            h = jnp.tanh(xu_t + h @ P["W"].T)
-            return h, h
-        _, hs = jax.lax.scan(step, jnp.zeros((B, H), xu.dtype), xu)   # [T, B, H]
+        def scan_step(s, xu_t):
+            s = step(P, s, xu_t)
+            return s, s[0]
+        s0 = tuple(jnp.zeros((B, H), xu.dtype) for _ in range(2 if cell == "lstm" else 1))
+        _, hs = jax.lax.scan(scan_step, s0, xu)                        # [T, B, H]
         o = hs @ P["V"].T + P["c"]
         lse = jax.nn.logsumexp(o, axis=-1)
         return jnp.sum(lse - jnp.take_along_axis(o, y[..., None], axis=-1)[..., 0])
@@ -190,8 +222,9 @@ def _fn_sgemm(lib, dtype):
 
 
 def _worker(argv):
-    """Child process: ``impl size dtype backend min_time``; prints one JSON line."""
+    """Child process: ``impl size dtype backend min_time [cell]``; prints one JSON line."""
     impl, size, dtype, backend, min_time = argv[0], argv[1], argv[2], argv[3], float(argv[4])
+    cell = argv[5] if len(argv) > 5 else "rnn"
     t0 = time.perf_counter()
     if impl == "fastbptt" and backend == "cuda":
         _worker_cuda(size, dtype, min_time)
@@ -202,12 +235,12 @@ def _worker(argv):
     else:
         fn = {"fastbptt": _fn_fastbptt, "fastbptt-mkl": _fn_fastbptt,
               "reference": _fn_reference, "torch": _fn_torch,
-              "jax": _fn_jax}[impl](size, dtype, backend)
-        fl = flops(*SIZES[size][:5])
+              "jax": _fn_jax}[impl](size, dtype, backend, cell)
+        fl = flops(*SIZES[size][:5], cell=cell)
     setup = time.perf_counter() - t0
     first, times = _timeit(fn, min_time, 5, 2000)
     med = statistics.median(times)
-    blas = sys.modules["fastbptt.cpu"].BLAS_NAME if "fastbptt.cpu" in sys.modules else None
+    blas = sys.modules["fastbptt.cpu.blas"].BLAS_NAME if "fastbptt.cpu.blas" in sys.modules else None
     print(json.dumps(dict(ok=True, impl=impl, size=size, dtype=dtype, setup_s=setup, blas=blas,
                           first_s=first, median_s=med, min_s=min(times), reps=len(times),
                           gflops=fl / med / 1e9)))
@@ -229,9 +262,9 @@ def _worker_cuda(size, dtype, min_time):
                           gflops=flops(T, B, n_in, H, n_out) / med / 1e9)))
 
 
-def _run_child(impl, size, dtype, backend, min_time, timeout):
+def _run_child(impl, size, dtype, backend, min_time, timeout, cell="rnn"):
     cmd = [sys.executable, "-c", "import sys; from fastbptt.bench import _worker; _worker(sys.argv[1:])",
-           impl, size, dtype, backend, str(min_time)]
+           impl, size, dtype, backend, str(min_time), cell]
     env = dict(os.environ)
     if impl == "fastbptt-mkl":
         env["FASTBPTT_BLAS"] = "mkl"
@@ -261,10 +294,13 @@ def _available(mod):
 
 
 # --------------------------------------------------------------------------- CLI
-def configure_parser(parser):
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add ``fastbptt bench``'s options to ``parser``."""
     parser.add_argument("--sizes", default="minchar,small,medium,large",
                         help="comma-separated subset of " + ", ".join(SIZES) + " (default: all)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    parser.add_argument("--cell", default="rnn", choices=("rnn", "lstm", "gru"),
+                        help="recurrent cell; the PyTorch peer is nn.RNN, nn.LSTM or nn.GRU")
     parser.add_argument("--backend", default="cpu", choices=("cpu", "cuda"),
                         help="fastbptt backend to measure (default cpu)")
     parser.add_argument("--impls", default=",".join(IMPLS),
@@ -281,16 +317,18 @@ def configure_parser(parser):
 
 
 def _parse_list(name, text, allowed):
+    """Comma-separated names, each once, in the order given."""
     from .cli import CLIError
-    items = [s.strip() for s in text.split(",") if s.strip()]
+    items = list(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
     bad = [s for s in items if s not in allowed]
     if bad or not items:
         raise CLIError(f"--{name}: unknown {', '.join(bad) or '(empty)'}; choose from {', '.join(allowed)}")
     return items
 
 
-def run_bench(sizes, dtype="float32", backend="cpu", impls=IMPLS, min_time=2.0, rounds=1,
-              roofline=True, timeout=600, log=print):
+def run_bench(sizes: list[str], dtype: str = "float32", backend: str = "cpu", impls=IMPLS,
+              min_time: float = 2.0, rounds: int = 1, roofline: bool = True, timeout: float = 600,
+              log: Callable[[str], Any] = print, cell: str = "rnn") -> dict:
     """Run the measurements; return the results dict that ``--json`` writes."""
     notes = []
     skip = {}
@@ -329,7 +367,7 @@ def run_bench(sizes, dtype="float32", backend="cpu", impls=IMPLS, min_time=2.0, 
             for impl in impls:
                 if impl in skip:
                     continue
-                res = _run_child(impl, size, dtype, backend, min_time, timeout)
+                res = _run_child(impl, size, dtype, backend, min_time, timeout, cell)
                 runs.setdefault((impl, size), []).append(res)
                 if res.get("ok"):
                     log(f"  round {r + 1}: {size:8s} {impl:10s} {res['median_s'] * 1e3:10.3f} ms "
@@ -365,8 +403,8 @@ def run_bench(sizes, dtype="float32", backend="cpu", impls=IMPLS, min_time=2.0, 
         machine=dict(cpu=cpu_model(), cores=n_cores(), python=platform.python_version(),
                      platform=platform.platform()),
         command="fastbptt bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else "",
-        dtype=dtype, backend=backend, rounds=rounds, min_time=min_time,
-        flops_formula="2*T*B*H*(2*n_in + 3*H + 3*n_out)",
+        dtype=dtype, backend=backend, rounds=rounds, min_time=min_time, cell=cell,
+        flops_formula="2*T*B*H*(G*(2*n_in + 3*H) + 3*n_out), G = gates (rnn 1, lstm 4, gru 3)",
         roofline=dict(gflops=roof_gflops, sgemm=f"{ROOF[0]}x{ROOF[1]}x{ROOF[2]}",
                       per_lib={k: statistics.median(v) for k, v in roof.items()}),
         versions=_versions(), rows=rows, notes=notes,
@@ -385,7 +423,7 @@ def _versions():
     return out
 
 
-def format_table(res):
+def format_table(res: dict) -> str:
     """The results as a Markdown table."""
     def f(v, fmt):
         return "–" if v is None else format(v, fmt)
@@ -405,7 +443,12 @@ def format_table(res):
     return "\n".join(lines)
 
 
-def plot(res, path):
+def _size_label(size):
+    T, B, n_in, H, n_out, ids = SIZES[size]
+    return f"{size}\n({T}, {B}, {n_in}{' ids' if ids else ''}, {H}, {n_out})"
+
+
+def plot(res: dict, path: str) -> None:
     """Grouped bars of GFLOP/s per size and implementation, with the roofline."""
     import matplotlib
     matplotlib.use("Agg")
@@ -424,7 +467,8 @@ def plot(res, path):
         ax.bar(xs, ys, width, label=impl)
     if res["roofline"]["gflops"]:
         ax.axhline(res["roofline"]["gflops"], color="k", ls="--", lw=1, label="roofline (best sgemm)")
-    ax.set_xticks(range(len(sizes)), sizes)
+    ax.set_xticks(range(len(sizes)), [_size_label(s) for s in sizes], fontsize=8)
+    ax.set_xlabel("problem size (T, B, n_in, H, n_out)")
     ax.set_yscale("log")
     ax.set_ylabel("GFLOP/s (forward + backward)")
     ax.set_title(f"fastbptt bench, {res['dtype']}, {res['machine']['cores']} cores")
@@ -434,25 +478,38 @@ def plot(res, path):
     plt.close(fig)
 
 
-def main(args) -> int:
+def main(args: argparse.Namespace) -> int:
+    """Run ``fastbptt bench`` with parsed ``args``; the exit status."""
     from .cli import CLIError
     sizes = _parse_list("sizes", args.sizes, tuple(SIZES))
     impls = _parse_list("impls", args.impls, IMPLS)
-    if not args.min_time > 0 or args.rounds < 1:   # "not > 0" also rejects nan
-        raise CLIError("--min-time must be > 0 and --rounds >= 1")
-    if not args.timeout > 0:           # also rejects nan
-        raise CLIError(f"--timeout must be > 0 seconds; got {args.timeout}")
+    from .cli import check_output_path
+    for name in ("min_time", "timeout"):
+        v = getattr(args, name)
+        if not (math.isfinite(v) and v > 0):
+            raise CLIError(f"--{name.replace('_', '-')} must be a finite number of seconds > 0; got {v}")
+    if args.rounds < 1:
+        raise CLIError(f"--rounds must be >= 1; got {args.rounds}")
+    for opt, path in (("--json", args.json), ("--plot", args.plot)):
+        if path:
+            check_output_path(opt, path)          # before the run, not after it
     if args.plot and not _available("matplotlib"):
-        raise CLIError("--plot needs matplotlib (pip install 'fastbptt[plot]')")
-    print(f"fastbptt bench: sizes {', '.join(sizes)}; {args.dtype}; backend {args.backend}; "
+        raise CLIError("--plot needs matplotlib, which is not installed: pip install 'fastbptt[plot]'")
+    from .cli import measurement_metadata
+    meta = measurement_metadata(getattr(args, "command_line", "fastbptt bench"))
+    print(f"fastbptt bench: {args.cell} cell; sizes {', '.join(sizes)}; {args.dtype}; backend {args.backend}; "
           f"{n_cores()} cores; each measurement in its own process", flush=True)
     res = run_bench(sizes, args.dtype, args.backend, impls, args.min_time, args.rounds,
                     not args.no_roofline, args.timeout,
-                    log=lambda s: print(s, file=sys.stderr, flush=True))
+                    log=lambda s: print(s, file=sys.stderr, flush=True), cell=args.cell)
+    res["meta"] = measurement_metadata(meta["command"], meta)
     print(format_table(res))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=2)
+        try:
+            with open(args.json, "w") as f:
+                json.dump(res, f, indent=2)
+        except OSError as exc:
+            raise CLIError(f"--json {args.json}: cannot write: {exc.strerror or exc}") from None
         print(f"wrote {args.json}")
     if args.plot:
         plot(res, args.plot)

@@ -9,6 +9,7 @@ prose about programming.
 from __future__ import annotations
 
 import ast
+import codecs
 import importlib.util
 import string
 
@@ -78,8 +79,33 @@ def stdlib_docstrings(max_chars: int | None = None) -> str:
     return "".join(parts)
 
 
-def read_text(path: str) -> str:
-    """A UTF-8 text file (undecodable bytes become U+FFFD); raises OSError if unreadable."""
+def read_text(path: str, encoding: str = "utf-8") -> str:
+    """The text of the file at ``path``, with Windows line ends made ``\\n``.
+
+    Parameters
+    ----------
+    path : str
+        The file.
+    encoding : str
+        Its encoding. A UTF-8 byte-order mark is dropped.
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    OSError
+        The file cannot be read.
+    UnicodeDecodeError
+        A byte does not decode (nothing is replaced silently); ``.start`` is its offset.
+    """
     with open(path, "rb") as f:
         data = f.read()
-    return data.decode("utf-8", errors="replace").replace("\r\n", "\n")
+    skip = len(codecs.BOM_UTF8) if (codecs.lookup(encoding).name == "utf-8"
+                                    and data.startswith(codecs.BOM_UTF8)) else 0
+    try:
+        text = data[skip:].decode(encoding)
+    except UnicodeDecodeError as exc:   # offsets into the file, not past the mark
+        raise UnicodeDecodeError(exc.encoding, data, exc.start + skip, exc.end + skip, exc.reason) from None
+    return text.replace("\r\n", "\n")

@@ -325,6 +325,9 @@ class CudaOps(_Device):
         ids = get("ids", p.ids, np.int64)                             # [T, B]
         self.ids = None if ids is None else ids.reshape(-1)           # [T*B]
         self.h0 = get("h0", p.h0)                                     # [B, H]
+        # the engine's state-row interface, for the Elman cell: a row is [h]
+        self.state0 = self.h0
+        self.row_width = self.state_width = p.H
         self.WT = self.transpose(self.W)                              # [H, H]
         tgt = get("tgt_ids", p.tgt_ids, np.int64)
         self.tgt = None if tgt is None else tgt.reshape(-1)           # [T*B] class ids
@@ -430,6 +433,12 @@ class CudaOps(_Device):
             self.gemm(da2, self.U, dx)
             self.rows(self.k.scatter_add_rows, _get(g, "E"), ids, dx, dx.size)
 
+    def zero_states(self, hs, pad):
+        """hs[i, b] = 0 where pad[i, b] (as CpuOps.zero_states); pad [n+1, B] is on the host."""
+        idx = np.flatnonzero(pad)
+        z = self.zeros((idx.size, self.p.H))
+        self.rows(self.k.scatter_rows, hs.reshape(-1, self.p.H), self.upload(idx, np.int64), z, z.size)
+
     def capture(self, h_last, hs, t_first, sel):
         """h_last[b] = state after step last[b] for the sequences ``sel`` ending in hs."""
         steps = self.p.last[sel] - t_first + 1
@@ -468,13 +477,17 @@ def _host_copy(cuda, a):
 
 
 def loss_and_grad(params, inputs, targets, h0=None, *, activation="tanh", loss="cross_entropy",
-                  reduction="sum", mask=None, batch_first=False, truncate=None, checkpoint=None):
+                  reduction="sum", mask=None, batch_first=False, truncate=None, checkpoint=None,
+                  cell="rnn"):
     """:func:`fastbptt.loss_and_grad` with ``backend="cuda"`` (same arguments and results).
 
     Host (NumPy) arguments are copied to the device and the gradients and ``h_last`` come
     back as NumPy arrays. If any argument is a device array, the gradients and ``h_last`` are
     Numba device arrays left on the device.
     """
+    from .cells import get as get_cell
+    if get_cell(cell).name != "rnn":
+        raise NotImplementedError(f"cell={cell!r} has no CUDA kernels yet")
     cuda = _cuda()
     dev = {}                                        # argument name -> device array
 
@@ -540,7 +553,8 @@ def rnn_forward(x, h0, U, W, b, *, activation="tanh", batch_first=False):
     With device arrays among the arguments, ``hs`` is a device array: a view of the cache for
     time-major input (do not write to it), a transposed copy for batch-first input.
     """
-    from .api import RNNCache
+    from .layer import LayerCache
+    from .cells import CELLS
     cuda = _cuda()
     V.check_choice("activation", activation, tuple(V.ACTIVATIONS))
     ondev = any(a is not None and is_device_array(a) for a in (x, h0, U, W, b))
@@ -588,7 +602,8 @@ def rnn_forward(x, h0, U, W, b, *, activation="tanh", batch_first=False):
     xu = d.empty((T, B, H))
     d.gemm(xd.reshape(T * B, n_in), Ud, xu.reshape(T * B, H), tb=1, bias=bd)
     d.forward(xu, hs, d.transpose(Wd))
-    cache = RNNCache(xd, hs, Ud, Wd, activation, "cuda", batch_first)
+    cache = LayerCache(cell=CELLS["rnn"], x=xd, rows=hs, U=Ud, W=Wd, activation=activation,
+                       act=V.ACTIVATIONS[activation], backend="cuda", batch_first=batch_first)
     if ondev:
         out = hs[1:]
         if batch_first:
@@ -607,7 +622,7 @@ def rnn_backward(dhs, cache):
     Results are device arrays when ``dhs`` is one, NumPy arrays otherwise.
     """
     cuda = _cuda()
-    hs, xd, Ud, Wd = cache.hs, cache.x, cache.U, cache.W
+    hs, xd, Ud, Wd = cache.rows, cache.x, cache.U, cache.W
     T, B, H = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
     n_in = xd.shape[2]
     dtype = np.dtype(hs.dtype)

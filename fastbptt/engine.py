@@ -34,13 +34,13 @@ def _segments(lo: int, hi: int, seg):
 
 
 class _WindowStore:
-    """Keeps every state of the current window: h_base .. h_{base+count-1}."""
+    """Keeps every state row of the current window: rows base .. base+count-1."""
 
     def __init__(self, ops, p, k1, hist):
         self.ops, self.p = ops, p
         cap = min(p.T, hist + k1) + 1
-        self.buf = ops.empty((cap, p.B, p.H))        # [k2+1, B, H] (or [T+1, B, H])
-        ops.copy_into(self.buf[0], p_h0(ops, p))
+        self.buf = ops.empty((cap, p.B, ops.row_width))   # [k2+1, B, K·H] (or [T+1, B, K·H])
+        ops.copy_into(self.buf[0, :, :ops.state_width], p_state0(ops, p))
         self.base, self.count = 0, 1
 
     def advance(self, s0, s1, lo, capture):
@@ -53,6 +53,7 @@ class _WindowStore:
         i = s0 - self.base
         hs = self.buf[i:i + (s1 - s0) + 1]
         self.ops.forward(self.ops.proj(s0, s1), hs)
+        clear_padding(self.ops, self.p, hs, s0)
         self.count = i + (s1 - s0) + 1
         capture(hs, s0)
 
@@ -60,24 +61,26 @@ class _WindowStore:
         return self.buf[a - self.base:e - self.base + 1]
 
     def final(self):
-        return self.buf[self.count - 1]
+        return self.buf[self.count - 1, :, :self.ops.state_width]
 
 
 class _CheckpointStore:
-    """Keeps h_t for t a multiple of ``seg``; recomputes a segment's states on demand."""
+    """Keeps the state at t for t a multiple of ``seg``; recomputes a segment's rows on demand."""
 
     def __init__(self, ops, p, seg):
         self.ops, self.p, self.seg = ops, p, seg
-        self.ckpt = {0: p_h0(ops, p)}
-        self.scratch = ops.empty((seg + 1, p.B, p.H))  # [s+1, B, H]
-        self.held = None                               # (c, e): scratch holds h_c .. h_e
+        self.S = ops.state_width
+        self.ckpt = {0: p_state0(ops, p)}              # [B, S·H] each
+        self.scratch = ops.empty((seg + 1, p.B, ops.row_width))  # [s+1, B, K·H]
+        self.held = None                               # (c, e): scratch holds rows c .. e
         self.h = self.ckpt[0]                          # state at the end of the last block
 
     def _run(self, c, e):
-        """States h_c .. h_e (e - c <= seg) into scratch, starting from the stored h_c."""
+        """Rows c .. e (e - c <= seg) into scratch, starting from the stored state at c."""
         hs = self.scratch[:e - c + 1]
-        self.ops.copy_into(hs[0], self.ckpt[c])
+        self.ops.copy_into(hs[0, :, :self.S], self.ckpt[c])
         self.ops.forward(self.ops.proj(c, e), hs)
+        clear_padding(self.ops, self.p, hs, c)
         self.held = (c, e)
         return hs
 
@@ -90,12 +93,13 @@ class _CheckpointStore:
         while t < s1:
             e = min(s1, (t // seg + 1) * seg)
             hs = self.scratch[:e - t + 1]
-            self.ops.copy_into(hs[0], self.h)          # h_t: the state the last run ended on
+            self.ops.copy_into(hs[0, :, :self.S], self.h)   # the state the last run ended on
             self.ops.forward(self.ops.proj(t, e), hs)
+            clear_padding(self.ops, self.p, hs, t)
             self.held = (t, e)
             capture(hs, t)
-            self.h = self.ops.empty((self.p.B, self.p.H))
-            self.ops.copy_into(self.h, hs[-1])
+            self.h = self.ops.empty((self.p.B, self.S))
+            self.ops.copy_into(self.h, hs[-1, :, :self.S])
             if e % seg == 0:
                 self.ckpt[e] = self.h
             t = e
@@ -112,16 +116,36 @@ class _CheckpointStore:
         return self.h
 
 
-def p_h0(ops, p):
-    return getattr(ops, "h0", p.h0)
+def p_state0(ops, p):
+    """The initial state [B, S·H] on the backend's device."""
+    return getattr(ops, "state0", None) if getattr(ops, "state0", None) is not None else p.state0
 
 
-def run(p, ops):
-    """Loss, gradients and h_last of the validated problem ``p`` on the backend ``ops``."""
-    T = p.T
-    k1, k2 = p.truncate if p.truncate is not None else (T, T)
-    hist = k2 - k1
-    seg = p.checkpoint
+def clear_padding(ops, p, hs, t_first):
+    """Zero the states that padding produced in hs = h_{t_first} .. (in place).
+
+    Padding (the steps after a sequence's last valid step) carries no loss, so its deltas are
+    exactly 0 if its states are finite; zeroing them keeps overflowing (relu) or NaN states
+    out of every sum (0·inf is NaN). h_{last+1}, the sequence's last valid state, is kept.
+    """
+    if not p.masked:
+        return
+    steps = t_first + np.arange(hs.shape[0])              # hs[i] = h_{t_first+i}
+    pad = steps[:, None] >= p.last[None, :] + 2            # [n+1, B]: made by a padded step
+    if pad.any():
+        ops.zero_states(hs, pad)
+
+
+def plan(T, truncate, checkpoint):
+    """The schedule of a call: ``(k1, k2, hist, seg, group)``.
+
+    Blocks of k1 steps; each block's window reaches ``hist = k2 - k1`` steps back; ``seg`` is
+    the checkpoint segment (None: every state of a window is kept); ``group`` is how many
+    steps one forward run and one head call cover. :func:`run` follows it, and
+    :func:`fastbptt.memory.estimate` sizes its buffers from it.
+    """
+    k1, k2 = truncate if truncate is not None else (T, T)
+    seg = checkpoint
     if seg is not None and seg >= min(T, k2):
         seg = None                 # one segment covers every window: nothing to recompute
     # Without checkpointing, the forward pass and the output head run for a group of
@@ -129,13 +153,20 @@ def run(p, ops):
     # that is one head product per k2 steps instead of one per step, and the memory still
     # follows the window, O(k2·B·(H + n_out)).
     group = k1 * max(1, -(-k2 // k1)) if seg is None else k1
+    return k1, k2, k2 - k1, seg, group
+
+
+def run(p, ops):
+    """Loss, gradients and h_last of the validated problem ``p`` on the backend ``ops``."""
+    T = p.T
+    k1, k2, hist, seg, group = plan(T, p.truncate, p.checkpoint)
     g = ops.new_grads()
     store = _WindowStore(ops, p, group, hist) if seg is None else _CheckpointStore(ops, p, seg)
 
     h_last = None
     if p.masked:                   # sequences end at different steps: gather as we go
-        h_last = ops.empty((p.B, p.H))
-        ops.copy_into(h_last, p_h0(ops, p))          # a sequence with no valid step keeps h0
+        h_last = ops.empty((p.B, ops.state_width))
+        ops.copy_into(h_last, p_state0(ops, p))      # a sequence with no valid step keeps h0
 
     def capture(hs, t_first):
         if h_last is None:
@@ -156,9 +187,9 @@ def run(p, ops):
         for s0 in range(g0, g1, k1):
             s1 = min(g1, s0 + k1)
             lo = max(0, s0 - hist)
-            dh = ops.zeros((p.B, p.H))                # the one hidden-delta buffer
+            dh = ops.zeros((p.B, ops.state_width))    # the one delta-state buffer [B, S·H]
             for a, e in _segments(lo, s1, seg):
-                hs = store.states(a, e)               # [e-a+1, B, H]: h_a .. h_e
+                hs = store.states(a, e)               # [e-a+1, B, K·H]: rows a .. e
                 i0 = max(a, s0)                       # first step whose loss is injected
                 dhe = None
                 if seg is None:
@@ -177,7 +208,7 @@ def run(p, ops):
                 g["h0"] += dh
         del dhe_group
     if h_last is None:
-        h_last = ops.empty((p.B, p.H))
+        h_last = ops.empty((p.B, ops.state_width))
         ops.copy_into(h_last, store.final())         # a copy: the store's buffers are dropped
     grads = ops.finish(g)
     return loss, grads, h_last

@@ -14,14 +14,19 @@ is measured: the caller's inputs and parameters are not, the returned gradients 
 """
 from __future__ import annotations
 
+import argparse
 import gc
 import json
 import math
 import time
 import tracemalloc
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+
+from .cli import int_at_least
 
 INPUT_KINDS = ("onehot", "float", "embed")
 
@@ -54,13 +59,21 @@ class MemoryEstimate:
         return f"{self.total / 2**20:.2f} MiB at {self.phase} ({parts})"
 
 
+def _positive_int_arg(name, v) -> int:
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise ValueError(f"{name} must be a positive int; got {v!r}")
+    return int(v)
+
+
 def _ckpt_segment(checkpoint, T):
     from ._validate import parse_checkpoint
     return parse_checkpoint(checkpoint, T)
 
 
-def estimate(T, B, n_in, n_hidden, n_out, *, truncate=None, checkpoint=None, dtype=np.float32,
-             inputs="onehot", vocab_size=None, fused=None):
+def estimate(T: int, B: int, n_in: int, n_hidden: int, n_out: int, *,
+             truncate: int | tuple[int, int] | None = None, checkpoint: int | str | None = None,
+             dtype=np.float32, inputs: str = "onehot", vocab_size: int | None = None,
+             fused: bool | None = None, cell: str = "rnn") -> MemoryEstimate:
     """Predicted peak bytes of ``loss_and_grad`` on the CPU backend, by component.
 
     Parameters
@@ -81,6 +94,9 @@ def estimate(T, B, n_in, n_hidden, n_out, *, truncate=None, checkpoint=None, dty
         Whether the call takes the one-kernel full-BPTT path (no truncation, no
         checkpointing, no mask). Default: exactly when there is neither truncation nor
         checkpointing; pass False for a masked full-BPTT call.
+    cell : {"rnn", "lstm", "gru"}
+        The cell: its gate count G, state row width K·H, delta width D·H and state arity S
+        (:class:`fastbptt.cells.Cell`) size every buffer.
 
     Returns
     -------
@@ -98,67 +114,84 @@ def estimate(T, B, n_in, n_hidden, n_out, *, truncate=None, checkpoint=None, dty
     steps plus one segment's worth of everything else.
     """
     from ._validate import parse_truncate
-    for name, v in (("T", T), ("B", B), ("n_in", n_in), ("n_hidden", n_hidden), ("n_out", n_out)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{name} must be a positive int; got {v!r}")
-    if inputs not in INPUT_KINDS:
+    from .cells import get as get_cell
+    cl = get_cell(cell)
+    # sizes become Python ints first: NumPy integers would overflow (or wrap) silently
+    T, B, n_in, n_hidden, n_out = (_positive_int_arg(name, v) for name, v in (
+        ("T", T), ("B", B), ("n_in", n_in), ("n_hidden", n_hidden), ("n_out", n_out)))
+    if vocab_size is not None:
+        vocab_size = _positive_int_arg("vocab_size", vocab_size)
+    if not isinstance(inputs, str) or inputs not in INPUT_KINDS:
         raise ValueError(f"inputs must be one of {', '.join(map(repr, INPUT_KINDS))}; got {inputs!r}")
-    it = np.dtype(dtype).itemsize
-    H, O, I = int(n_hidden), int(n_out), int(n_in)
+    try:
+        dt = np.dtype(dtype) if dtype is not None else None     # np.dtype(None) is float64
+    except TypeError:
+        dt = None
+    if dt is None or dt.kind != "f" or dt.itemsize not in (4, 8):
+        raise TypeError(f"dtype must be float32 or float64; got {dtype!r}")
+    it = dt.itemsize
+    H, O, I = n_hidden, n_out, n_in
+    from .engine import plan
     tr = parse_truncate(truncate, T)
-    seg = _ckpt_segment(checkpoint, T)
-    k1, k2 = tr if tr is not None else (T, T)
-    hist = k2 - k1
-    if seg is not None and seg >= min(T, k2):
-        seg = None
+    k1, k2, hist, seg, group = plan(T, tr, _ckpt_segment(checkpoint, T))   # the engine's own
     if fused is None:
         fused = tr is None and seg is None and checkpoint is None
     BH = B * H * it
+    GH, KH, DH, SH = cl.G * H, cl.K * H, cl.D * H, cl.S * H
     V_E = vocab_size or I
 
-    params = (H * I + H * H + H + O * H + O + (V_E * I if inputs == "embed" else 0)) * it
+    params = (GH * I + GH * H + GH + len(cl.extra) * H + O * H + O
+              + (V_E * I if inputs == "embed" else 0)) * it
     fixed = {
-        "gradients": params + B * H * it,                          # dU.. dc (dE) and dh0
-        "weight_copies": (H * H + (I * H if inputs == "onehot" else 0)) * it,   # Wᵀ, Uᵀ
+        "gradients": params + B * SH * it,                         # dU.. dc (dbn, dE) and dh0
+        "weight_copies": (I * GH if inputs == "onehot" else 0) * it,   # Uᵀ for one-hot rows
         "loss_weights": T * B * it,                                # validation: [T, B]
     }
+    if cl.S == 2:
+        fixed["initial_state"] = B * SH * it                       # [h0 | c0] in one array
 
     if fused:
         R = T * B
-        comp = {"states": (T + 1) * BH, "logits": R * O * it, "deltas": T * BH}
+        comp = {"states": (T + 1) * B * KH * it, "input_projection": R * GH * it,
+                "logits": R * O * it,
+                "deltas": R * DH * it if cl.D > 1 else 0}         # D = 1: in the projection's memory
+        if cl.split:
+            comp["recurrent_scratch"] = B * GH * it
         if inputs == "embed":
-            comp["embedded_inputs"] = 2 * R * I * it               # E[ids] and da U
-        comp["h_last"] = BH
+            comp["embedded_inputs"] = 2 * R * I * it               # E[ids] and δ U
+        comp["h_last"] = B * SH * it
         comp.update(fixed)
         comp["weight_copies"] = 0
         return _finish(comp, "backward")
 
     if seg is None:
-        group = k1 * -(-k2 // k1)     # blocks whose forward pass and head run together
-        store = {"states": (min(T, hist + group) + 1) * BH}
+        store = {"states": (min(T, hist + group) + 1) * B * KH * it}
         L = min(T, k2)                # longest backward segment (one window)
         nf = min(T, group)            # steps per forward run
         nh = min(T, group)            # steps whose loss one head call handles
         rec = 0
     else:
         n_ck = (T // seg + 1) if tr is None else (min(T, k2 + seg) // seg + 2)
-        store = {"checkpoints": n_ck * BH, "states": (seg + 1) * BH}
+        store = {"checkpoints": n_ck * B * SH * it, "states": (seg + 1) * B * KH * it}
         L = seg
         nf = min(seg, k1)
         nh = min(seg, k1)
         rec = seg
     xe = (lambda n: n * B * I * it) if inputs == "embed" else (lambda n: 0)
+    GB, DB = B * GH * it, B * DH * it
     phases = {
-        "forward": {"input_projection": max(nf, rec) * BH, "embedded_inputs": xe(max(nf, rec))},
+        "forward": {"input_projection": max(nf, rec) * GB, "embedded_inputs": xe(max(nf, rec))},
         "head": {"logits": nh * B * O * it, "dh_head": nh * BH},
-        "backward": {"dh_head": nh * BH, "deltas": L * BH},
-        "weights": {"deltas": L * BH, "embedded_inputs": 2 * xe(L)},
+        "backward": {"dh_head": nh * BH, "deltas": L * DB},
+        "weights": {"deltas": L * DB, "embedded_inputs": 2 * xe(L)},
     }
     best = None
     for name, comp in phases.items():
         full = dict(store)
         full.update(comp)
-        full["dh"] = 2 * BH                                        # dh and the last state
+        full["dh"] = 2 * B * SH * it                               # dstate and the last state
+        if cl.split:
+            full["recurrent_scratch"] = GB
         full.update(fixed)
         tot = sum(full.values())
         if best is None or tot > best[0]:
@@ -174,7 +207,7 @@ def _finish(comp, phase):
 
 
 # --------------------------------------------------------------------------- measuring
-def measure_peak(fn):
+def measure_peak(fn: Callable[[], Any]) -> tuple[Any, int, float]:
     """(result, peak bytes traced while ``fn()`` ran, seconds)."""
     gc.collect()
     was = tracemalloc.is_tracing()
@@ -205,7 +238,7 @@ def _time_best(fn, repeat):
 RECURRENT_KEYS = ("U", "W", "b", "E")
 
 
-def gradient_deviation(grads, full, keys=None):
+def gradient_deviation(grads: dict, full: dict, keys: Iterable[str] | None = None) -> tuple[float, float]:
     """(cosine similarity, relative norm error) of ``grads`` against ``full``, in float64.
 
     Over the concatenation of ``keys`` (default: every parameter gradient, not ``h0``).
@@ -228,17 +261,20 @@ def default_intervals(T):
     return out + [T]
 
 
-def make_problem(T, B, n_hidden, vocab, *, dtype=np.float32, seed=0):
+def make_problem(T: int, B: int, n_hidden: int, vocab: int, *, dtype=np.float32,
+                 seed: int = 0, cell: str = "rnn") -> tuple[dict, np.ndarray, np.ndarray]:
     """A character-level LM problem: params, one-hot input ids [T, B] and next-id targets."""
     from .api import init_params
     rng = np.random.default_rng(seed)
-    params = init_params(vocab, n_hidden, vocab, dtype=dtype, seed=seed)
+    params = init_params(vocab, n_hidden, vocab, dtype=dtype, seed=seed, cell=cell)
     ids = rng.integers(0, vocab, size=(T + 1, B))
     return params, ids[:-1], ids[1:]
 
 
-def profile(T=2000, B=32, n_hidden=256, vocab=256, *, intervals=None, checkpoints=("sqrt",),
-            combined=(), dtype=np.float32, backend="cpu", repeat=1, seed=0, progress=None):
+def profile(T: int = 2000, B: int = 32, n_hidden: int = 256, vocab: int = 256, *,
+            intervals: Iterable[int] | None = None, checkpoints: Iterable[int | str] = ("sqrt",),
+            combined: Iterable[tuple] = (), dtype=np.float32, backend: str = "cpu", repeat: int = 1,
+            seed: int = 0, progress: Callable[[dict], Any] | None = None, cell: str = "rnn") -> dict:
     """Peak memory, time and gradient deviation of each BPTT setting on one problem.
 
     The problem is a character-level language model: one-hot input ids (``vocab`` of them
@@ -254,7 +290,7 @@ def profile(T=2000, B=32, n_hidden=256, vocab=256, *, intervals=None, checkpoint
         Checkpoint settings (``"sqrt"`` or ints) to profile with full BPTT.
     combined : sequence of (truncate, checkpoint)
         Extra settings combining both.
-    dtype, backend
+    dtype, backend, cell
         As in :func:`fastbptt.loss_and_grad`.
     repeat : int
         Timed runs per setting, round-robin over the settings after the traced runs; the
@@ -274,10 +310,10 @@ def profile(T=2000, B=32, n_hidden=256, vocab=256, *, intervals=None, checkpoint
     from .api import loss_and_grad
     dtype = np.dtype(dtype)
     intervals = default_intervals(T) if intervals is None else list(intervals)
-    params, x, y = make_problem(T, B, n_hidden, vocab, dtype=dtype, seed=seed)
+    params, x, y = make_problem(T, B, n_hidden, vocab, dtype=dtype, seed=seed, cell=cell)
     # compile (or load from the cache) every kernel first, so no compilation is measured
     for tr, ck in ((None, None), (2, None), (None, 2)):
-        loss_and_grad(params, x[:4], y[:4], truncate=tr, checkpoint=ck, backend=backend)
+        loss_and_grad(params, x[:4], y[:4], truncate=tr, checkpoint=ck, backend=backend, cell=cell)
 
     settings = [("full", None, None)]
     settings += [(f"truncate={k}", k, None) for k in intervals if k != T]
@@ -286,7 +322,7 @@ def profile(T=2000, B=32, n_hidden=256, vocab=256, *, intervals=None, checkpoint
     rows, calls, full = [], [], None
     for name, tr, ck in settings:                 # the traced run of each setting
         def call(tr=tr, ck=ck):
-            return loss_and_grad(params, x, y, truncate=tr, checkpoint=ck, backend=backend)
+            return loss_and_grad(params, x, y, truncate=tr, checkpoint=ck, backend=backend, cell=cell)
         out, peak, _ = measure_peak(call)
         grads = out[1]
         if full is None:
@@ -296,7 +332,7 @@ def profile(T=2000, B=32, n_hidden=256, vocab=256, *, intervals=None, checkpoint
         del out, grads
         k = T if tr is None else (tr if isinstance(tr, int) else tr[1])
         est = estimate(T, B, vocab, n_hidden, vocab, truncate=tr, checkpoint=ck, dtype=dtype,
-                       inputs="onehot").total if backend == "cpu" else None
+                       inputs="onehot", cell=cell).total if backend == "cpu" else None
         rows.append(dict(setting=name, truncate=tr, checkpoint=ck, interval=min(k, T),
                          peak_bytes=int(peak), estimate_bytes=est, seconds=math.inf,
                          cosine=cos, rel_error=rel, cosine_recurrent=cos_r, rel_error_recurrent=rel_r))
@@ -310,7 +346,7 @@ def profile(T=2000, B=32, n_hidden=256, vocab=256, *, intervals=None, checkpoint
             if progress is not None and rnd == max(1, repeat) - 1:
                 progress(row)
     config = dict(T=T, B=B, n_hidden=n_hidden, vocab=vocab, n_in=vocab, n_out=vocab,
-                  inputs="onehot ids", loss="cross_entropy", activation="tanh",
+                  inputs="onehot ids", loss="cross_entropy", activation="tanh", cell=cell,
                   dtype=str(dtype), backend=backend, repeat=repeat, seed=seed)
     return dict(config=config, rows=rows)
 
@@ -327,11 +363,11 @@ def format_row(r):
             f"{r['cosine_recurrent']:11.6f} {r['rel_error_recurrent']:10.2e}")
 
 
-def format_table(result):
+def format_table(result: dict) -> str:
     return "\n".join([_HEADER] + [format_row(r) for r in result["rows"]])
 
 
-def plot(result, path):
+def plot(result: dict, path: str) -> str:
     """Memory, time and gradient error against the BPTT interval, as a PNG at ``path``."""
     try:
         import matplotlib
@@ -405,18 +441,10 @@ def plot(result, path):
 
 
 # --------------------------------------------------------------------------- CLI
-def _positive_int(text):
-    import argparse
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}")
-    return v
+_positive_int = int_at_least(1)
 
 
-def configure_parser(parser):
+def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Options of ``fastbptt memprofile``."""
     a = parser.add_argument
     a("--T", type=_positive_int, default=2000, help="sequence length (default 2000)")
@@ -428,9 +456,10 @@ def configure_parser(parser):
     a("--checkpoint", metavar="S,S,...", default="sqrt",
       help="checkpoint settings profiled with full BPTT: 'sqrt' or ints (default sqrt; 'none' for none)")
     a("--dtype", default="float32", choices=("float32", "float64"))
+    a("--cell", default="rnn", choices=("rnn", "lstm", "gru"), help="recurrent cell (default rnn)")
     a("--backend", default="cpu", choices=("cpu", "cuda"))
     a("--repeat", type=_positive_int, default=1, help="timed runs per setting; the best is shown (default 1)")
-    a("--seed", type=int, default=0)
+    a("--seed", type=int_at_least(0), default=0, help="data and initialisation seed (default 0)")
     a("--json", metavar="PATH", help="write the results as JSON")
     a("--plot", metavar="FILE.png", help="draw memory, time and gradient error against the interval")
 
@@ -458,7 +487,7 @@ def _parse_list(name, text, allow_sqrt=False):
     return out
 
 
-def main(args):
+def main(args: argparse.Namespace) -> int:
     """Run ``fastbptt memprofile``: print the table, write JSON and the plot if asked."""
     import sys
 
@@ -467,6 +496,10 @@ def main(args):
     if intervals is not None and not intervals:
         raise CLIError("--intervals: give at least one interval")
     checkpoints = _parse_list("--checkpoint", args.checkpoint, allow_sqrt=True)
+    from .cli import check_output_path
+    for opt, path in (("--json", args.json), ("--plot", args.plot)):
+        if path:
+            check_output_path(opt, path)          # before the run, not after it
     if args.plot:
         try:
             import matplotlib  # noqa: F401
@@ -475,18 +508,24 @@ def main(args):
                            "pip install 'fastbptt[plot]'") from None
     if args.backend == "cuda":
         try:
-            from . import cuda  # noqa: F401
-        except Exception as exc:  # pragma: no cover - depends on the machine
-            raise CLIError(f"--backend cuda is unavailable: {exc}") from None
+            from . import cuda
+            ok, why = cuda.available()
+        except ImportError as exc:
+            ok, why = False, str(exc)
+        if not ok:
+            raise CLIError(f"--backend cuda is unavailable here: {why}")
+    from .cli import measurement_metadata
+    meta = measurement_metadata(getattr(args, "command_line", "fastbptt memprofile"))
     print(f"fastbptt memprofile: T={args.T} B={args.B} H={args.hidden} vocab={args.vocab} "
           f"{args.dtype} backend={args.backend} (peak = tracemalloc peak of one call)")
     print(_HEADER)
     t0 = time.perf_counter()
     result = profile(args.T, args.B, args.hidden, args.vocab, intervals=intervals,
                      checkpoints=checkpoints, dtype=np.dtype(args.dtype), backend=args.backend,
-                     repeat=args.repeat, seed=args.seed,
+                     repeat=args.repeat, seed=args.seed, cell=args.cell,
                      progress=lambda r: (print(format_row(r)), sys.stdout.flush()))
     result["config"]["wall_seconds"] = time.perf_counter() - t0
+    result["meta"] = measurement_metadata(meta["command"], meta)
     if args.json:
         try:
             with open(args.json, "w") as f:

@@ -17,8 +17,17 @@ Backward, from the last step to the first (the hidden delta ``dh`` is one buffer
     dW   += da_tᵀ h_{t-1};  dU += da_tᵀ x_t;  db += Σ_b da_t
     dh    = da_t W                        sent back to step t-1
 
+Padding, the steps after a sequence's last valid step, carries no loss and the states it
+produces are set to 0, so its deltas are 0 and nothing it holds (NaN, overflowing relu
+states) reaches a sum as 0·inf.
+
 Truncated BPTT(k2; k1) repeats the backward loop once per block of k1 steps, starting with
 ``dh = 0`` and stopping k2 - k1 steps before the block's first step (never before step 0).
+
+The loops above are the Elman cell's; for every cell they are the same, with the step itself
+taken from the cell (``fastbptt/cells/<name>.py``: ``forward`` returns the new state tuple,
+(h,) or (h, c), and what the step's backward needs; ``backward`` returns the input-side and
+recurrent-side pre-activation gradients and the gradient of the previous state).
 """
 from __future__ import annotations
 
@@ -38,25 +47,29 @@ def activation_grad(h: np.ndarray, activation: str) -> np.ndarray:
 
 
 def step_loss(o: np.ndarray, p: Problem, t: int, rows: np.ndarray):
-    """Loss and ∂loss/∂o for the batch rows ``rows`` of step t (unweighted)."""
+    """Loss (float64) and ∂loss/∂o (the params' dtype) for the batch rows ``rows`` of step t.
+
+    Per-element terms are in the params' dtype and sums in float64, as the compiled kernels
+    do, so float32 near its overflow gives the same inf/NaN pattern on every backend.
+    """
+    f8 = np.float64
     if p.loss == "mse":
         y = _float_targets(p, t)[rows]
         diff = o - y
-        return 0.5 * np.sum(diff * diff, axis=1), diff
+        return 0.5 * np.sum((diff * diff).astype(f8), axis=1), diff
     # softmax + negative log-likelihood, stable for large logits
     m = o.max(axis=1, keepdims=True)
-    logz = m + np.log(np.sum(np.exp(o - m), axis=1, keepdims=True))
-    logp = o - logz
-    prob = np.exp(logp)
+    logz = m.astype(f8) + np.log(np.sum(np.exp(o - m), axis=1, keepdims=True, dtype=f8))
+    logp = o.astype(f8) - logz
     if p.tgt_ids is not None:
         y = p.tgt_ids[t, rows]
         loss = -logp[np.arange(len(rows)), y]
-        do = prob.copy()
+        do = np.exp(logp).astype(o.dtype)
         do[np.arange(len(rows)), y] -= 1
         return loss, do
     y = _float_targets(p, t)[rows]
-    loss = -np.sum(y * logp, axis=1)
-    return loss, prob * y.sum(axis=1, keepdims=True) - y
+    loss = -np.sum(y.astype(f8) * logp, axis=1)
+    return loss, np.exp(logp) * y.sum(axis=1, keepdims=True, dtype=f8) - y
 
 
 def _float_targets(p: Problem, t: int) -> np.ndarray:
@@ -96,6 +109,9 @@ def loss_and_grad(p: Problem):
         x = input_at(p, t)
         pre = (x @ U.T if x is not None else U[:, p.ids[t]].T) + p.b     # [B, G·H]
         state, cache = cell.forward(pre, states[t], W, extra, act)
+        if p.masked:
+            for s in state:                # padding's states: 0, so they reach no sum as inf/NaN
+                s[t > p.last] = 0
         states.append(state)
         caches.append(cache)
         rows = np.nonzero(p.weights[t])[0]
@@ -106,7 +122,7 @@ def loss_and_grad(p: Problem):
         lt, do = step_loss(o, p, t, rows)
         w = p.weights[t, rows]
         loss += float(np.sum(w * lt))
-        do = do * w[:, None]
+        do = (do * w[:, None]).astype(p.dtype)
         dV += do.T @ h
         dc += do.sum(axis=0)
         dh_out[t, rows] = do @ V
@@ -147,28 +163,31 @@ def loss_and_grad(p: Problem):
     return loss, grads, h_last
 
 
-def rnn_forward(x, h0, U, W, b, activation):
-    """Layer forward: hs [T+1, B, H] with h0 in slot 0."""
-    T, B = x.shape[:2]
-    hs = np.zeros((T + 1, B, W.shape[0]), dtype=W.dtype)
-    hs[0] = h0
-    for t in range(T):
-        hs[t + 1] = activate(x[t] @ U.T + hs[t] @ W.T + b, activation)
-    return hs
+def layer_forward(cell, x, state0, U, W, b, bn, activation):
+    """One layer over x [T, B, n_in] from state0 [B, S·H]: (states, caches), per step."""
+    H = W.shape[1]
+    states = [tuple(state0[:, j * H:(j + 1) * H] for j in range(cell.S))]
+    caches = []
+    for t in range(x.shape[0]):
+        state, cache = cell.ref.forward(x[t] @ U.T + b, states[t], W, {"bn": bn}, activation)
+        states.append(state)
+        caches.append(cache)
+    return states, caches
 
 
-def rnn_backward(dhs, x, hs, U, W, activation):
-    """Layer backward: (dx, dh0, dU, dW, db) given ∂L/∂h_t for every step."""
-    T = dhs.shape[0]
-    dx = np.zeros_like(x)
-    dU, dW, db = np.zeros_like(U), np.zeros_like(W), np.zeros(W.shape[0], dtype=W.dtype)
-    dh = np.zeros_like(hs[0])
-    for t in range(T - 1, -1, -1):
-        dh = dh + dhs[t]
-        da = dh * activation_grad(hs[t + 1], activation)
-        dx[t] = da @ U
-        dU += da.T @ x[t]
-        dW += da.T @ hs[t]
-        db += da.sum(axis=0)
-        dh = da @ W
-    return dx, dh, dU, dW, db
+def layer_backward(cell, dhs, dstate, x, rows, U, W, b, bn, activation):
+    """(dx, dstate0 [B, S·H], dU, dW, db, dbn) of one layer given ∂L/∂h_t for every step."""
+    states, caches = rows
+    H = W.shape[1]
+    grads = {"b": np.zeros_like(b), "bn": np.zeros(H, dtype=W.dtype)}
+    dx, dU, dW = np.zeros_like(x), np.zeros_like(U), np.zeros_like(W)
+    d = tuple(dstate[:, j * H:(j + 1) * H] for j in range(cell.S))
+    for t in range(x.shape[0] - 1, -1, -1):
+        d = (d[0] + dhs[t],) + d[1:]
+        dpre_x, dpre_h, d = cell.ref.backward(d, caches[t], states[t], W, {"bn": bn}, activation)
+        dW += dpre_h.T @ states[t][0]
+        dU += dpre_x.T @ x[t]
+        dx[t] = dpre_x @ U
+        for k, v in cell.ref.bias_grads(dpre_x, dpre_h).items():
+            grads[k] += v
+    return dx, np.concatenate(d, axis=1), dU, dW, grads["b"], (grads["bn"] if bn is not None else None)

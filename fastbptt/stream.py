@@ -18,6 +18,8 @@ interval of a pass may be shorter. Summing the gradients of a pass without updat
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 import numpy as np
 
 from .api import loss_and_grad
@@ -25,7 +27,7 @@ from .api import loss_and_grad
 __all__ = ["batch_stream", "TBPTTStream", "iter_intervals", "accumulate"]
 
 
-def batch_stream(ids, B):
+def batch_stream(ids: np.ndarray, B: int) -> np.ndarray:
     """Cut a 1-D id sequence into ``B`` contiguous streams side by side.
 
     Parameters
@@ -48,6 +50,8 @@ def batch_stream(ids, B):
         raise ValueError(f"ids must be 1-D [N]; got shape {a.shape}")
     if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
         raise TypeError(f"ids must hold integers; got dtype {a.dtype}")
+    if a.dtype == np.uint64 and a.size and int(a.max()) > np.iinfo(np.int64).max:
+        raise ValueError(f"ids holds {int(a.max())}, beyond int64 (ids are int64)")
     L = a.shape[0] // B
     if L < 2:
         raise ValueError(f"ids has {a.shape[0]} ids, too few for B={B} streams of at least 2 "
@@ -110,24 +114,24 @@ class TBPTTStream:
         self.kwargs = kwargs
 
     @property
-    def n_intervals(self):
+    def n_intervals(self) -> int:
         full, rest = divmod(self.steps, self.k)
         return full + (1 if rest and not self.drop_last else 0)
 
     def __len__(self):
         return self.n_intervals
 
-    def done(self):
+    def done(self) -> bool:
         """Whether the pass is over (no interval left from ``pos``)."""
         left = self.steps - self.pos
         return left <= 0 or (self.drop_last and left < self.k)
 
-    def reset(self, h0=None):
+    def reset(self, h0: np.ndarray | None = None) -> None:
         """Start a new pass: back to step 0 with state ``h0`` (zeros when None)."""
         self.pos = 0
         self.h = h0
 
-    def step(self, params):
+    def step(self, params: dict) -> tuple[float, dict, np.ndarray]:
         """Loss, gradients and new state of the next interval; advances ``pos`` and ``h``.
 
         Raises ``StopIteration`` when the pass is over (:meth:`done`).
@@ -141,7 +145,7 @@ class TBPTTStream:
         self.pos, self.h = e, h
         return loss, grads, h
 
-    def intervals(self, params):
+    def intervals(self, params: dict | Callable[[], dict]) -> Iterator[tuple[float, dict, np.ndarray]]:
         """Yield ``(loss, grads, h)`` for each remaining interval of the pass.
 
         ``params`` is a dict read afresh at every interval (update it in place between
@@ -153,12 +157,14 @@ class TBPTTStream:
             yield self.step(get())
 
 
-def iter_intervals(params, data, k, *, h0=None, **kwargs):
+def iter_intervals(params: dict | Callable[[], dict], data: np.ndarray, k: int, *,
+                   h0: np.ndarray | None = None, **kwargs) -> Iterator[tuple[float, dict, np.ndarray]]:
     """``TBPTTStream(data, k, h0=h0, **kwargs).intervals(params)``: yields (loss, grads, h)."""
     return TBPTTStream(data, k, h0=h0, **kwargs).intervals(params)
 
 
-def accumulate(params, data, k, *, h0=None, **kwargs):
+def accumulate(params: dict, data: np.ndarray, k: int, *, h0: np.ndarray | None = None,
+               **kwargs) -> tuple[float, dict, np.ndarray]:
     """Sum of the losses and gradients of every interval of one pass, params fixed.
 
     Equals ``loss_and_grad(params, data[:-1], data[1:], h0, truncate=k)`` for
@@ -186,5 +192,9 @@ def accumulate(params, data, k, *, h0=None, **kwargs):
                     acc[n] += g
         first = False
     if first:
-        raise ValueError("data holds no complete interval (drop_last=True and fewer than k steps)")
+        if stream.pos >= stream.steps:
+            raise ValueError(f"pos={stream.pos} is the end of data ({stream.steps} predicting "
+                             "steps): no interval is left to accumulate")
+        raise ValueError(f"no complete interval is left: drop_last=True and only "
+                         f"{stream.steps - stream.pos} steps from pos={stream.pos}, fewer than k={stream.k}")
     return total, acc, h

@@ -6,14 +6,23 @@ batch row, :func:`fastbptt.stream.batch_stream`) and read ``--bptt`` characters 
 backpropagates within the interval only (truncated BPTT with the state carried across
 intervals), followed by gradient-norm clipping and an Adam or Adagrad update.
 
-Training state is replaced as a whole after every step, so Ctrl-C at any moment leaves the
-last completed step intact; it is saved to the checkpoint before exiting.
+Training state is replaced as a whole after every step, so Ctrl-C (SIGINT) or SIGTERM at any
+moment leaves the last completed step intact; it is saved to the checkpoint before exiting
+(status 130 after SIGINT, 143 after SIGTERM, as a shell reports a process killed by them).
+
+The module is three separable parts: :func:`configure_parser` (the options),
+:func:`train_step` (one interval: gradients, clipping, update; a pure function of a
+:class:`State`) and :func:`main` (data, checkpoints, the loop and the report).
 """
 from __future__ import annotations
 
 import argparse
+import codecs
+import hashlib
+import json
 import math
 import os
+import signal
 import sys
 import time
 import zipfile
@@ -22,28 +31,18 @@ import numpy as np
 
 from . import api
 from . import corpus as corpus_mod
-from .cli import CLIError
+from .cli import CLIError, check_output_path, measurement_metadata, plural
+from .cli import int_at_least as _int_at_least
 from .stream import TBPTTStream, batch_stream
 
 CHECKPOINT_FORMAT = "fastbptt-charlm-1"
-DEFAULTS = dict(hidden=128, batch=32, bptt=32, optimizer="adam", dtype="float32", clip=5.0)
+DEFAULTS = dict(hidden=128, batch=32, bptt=32, optimizer="adam", dtype="float32", clip=5.0,
+                cell="rnn")
 DEFAULT_LR = {"adam": 2e-3, "adagrad": 0.1}
-PARAM_KEYS = ("U", "W", "b", "V", "c")
+PARAM_KEYS = ("U", "W", "b", "V", "c")     # every cell's; the GRU adds "bn"
+STATE_KEYS = ("h0", "c0")
 
 # --------------------------------------------------------------------------- arguments
-def _int_at_least(lo):
-    def parse(s):
-        try:
-            v = int(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {lo}; got {s!r}") from None
-        if v < lo:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {lo}; got {v}")
-        return v
-    parse.__name__ = "int"
-    return parse
-
-
 def _float_pos(allow_zero=False):
     def parse(s):
         try:
@@ -57,15 +56,26 @@ def _float_pos(allow_zero=False):
     return parse
 
 
-def configure_parser(parser):
+def _encoding(s):
+    try:
+        return codecs.lookup(s).name
+    except LookupError:
+        raise argparse.ArgumentTypeError(f"unknown encoding {s!r} (e.g. utf-8, latin-1, cp1252)") from None
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add ``fastbptt train``'s options to ``parser``."""
     a = parser.add_argument
-    a("--text", metavar="FILE", help="train on this UTF-8 text file (default: the built-in corpus "
-      "of Python standard-library docstrings, no download)")
+    a("--text", metavar="FILE", help="train on this text file, UTF-8 unless --encoding says "
+      "otherwise (default: the built-in corpus of Python standard-library docstrings, no download)")
+    a("--encoding", type=_encoding, default="utf-8",
+      help="encoding of --text (default utf-8; a byte that does not decode is an error)")
     a("--steps", type=_int_at_least(1), default=4000,
       help="training steps (intervals of --batch x --bptt characters) to run (default 4000, "
       "about a minute on 2 cores)")
     a("--hidden", type=_int_at_least(1), default=None, help=f"hidden units (default {DEFAULTS['hidden']})")
+    a("--cell", choices=("rnn", "lstm", "gru"), default=None,
+      help="recurrent cell (default rnn, the Elman RNN; a checkpoint keeps its own)")
     a("--batch", type=_int_at_least(1), default=None,
       help=f"parallel streams over the text (default {DEFAULTS['batch']})")
     a("--bptt", type=_int_at_least(1), default=None,
@@ -76,16 +86,20 @@ def configure_parser(parser):
     a("--clip", type=_float_pos(allow_zero=True), default=None,
       help=f"clip the gradient's global L2 norm to this (0: off; default {DEFAULTS['clip']})")
     a("--dtype", choices=("float32", "float64"), default=None, help="precision (default float32)")
-    a("--seed", type=int, default=0, help="initialisation and sampling seed (default 0)")
-    a("--save", metavar="FILE.npz", default="charlm.npz",
-      help="checkpoint written every --save-every steps, at the end and on Ctrl-C (default charlm.npz)")
-    a("--no-save", action="store_true", help="write no checkpoint")
+    a("--seed", type=_int_at_least(0), default=0, help="initialisation and sampling seed (default 0)")
+    a("--save", metavar="FILE.npz", default=None,
+      help="checkpoint written every --save-every steps, at the end, on Ctrl-C and on SIGTERM "
+      "(default: the --resume file, else charlm.npz)")
+    a("--no-save", action="store_true", help="write no checkpoint (not with --save)")
     a("--save-every", type=_int_at_least(0), default=1000, help="steps between checkpoints (0: end only)")
     a("--resume", metavar="FILE.npz", help="continue from this checkpoint (model, optimizer, streams)")
     a("--sample-every", type=_int_at_least(0), default=1000, help="steps between samples (0: none)")
     a("--sample-len", type=_int_at_least(1), default=200, help="characters per sample (default 200)")
     a("--temperature", type=_float_pos(), default=0.8, help="sampling temperature (default 0.8)")
-    a("--plot", metavar="FILE.png", help="save the loss curve to this image (needs matplotlib)")
+    a("--plot", metavar="FILE.png",
+      help="save the loss curve to this image (needs matplotlib: pip install 'fastbptt[plot]')")
+    a("--json", metavar="FILE.json",
+      help="write a summary (the loss of every step, times, the final sample) as JSON")
     a("--threads", type=_int_at_least(1), default=1,
       help="BLAS threads (default 1: the products here are small, and extra threads only "
       "contend on a busy machine; needs threadpoolctl, else the BLAS default is kept)")
@@ -93,8 +107,8 @@ def configure_parser(parser):
 
 
 # --------------------------------------------------------------------------- data
-def load_corpus(path):
-    """(text, name) of the training text; CLIError when it is missing or empty."""
+def load_corpus(path: str | None, encoding: str = "utf-8") -> tuple[str, str]:
+    """(text, name) of the training text; CLIError when it is missing, empty or undecodable."""
     if path is None:
         text = corpus_mod.stdlib_docstrings()
         if not text:
@@ -105,15 +119,20 @@ def load_corpus(path):
     if os.path.isdir(path):
         raise CLIError(f"--text {path}: is a directory, expected a text file")
     try:
-        text = corpus_mod.read_text(path)
+        text = corpus_mod.read_text(path, encoding)
     except OSError as exc:
         raise CLIError(f"--text {path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        bad = exc.object[exc.start:exc.start + 1].hex()
+        raise CLIError(f"--text {path}: not valid {encoding}: byte 0x{bad} at offset {exc.start} "
+                       "does not decode; give the file's encoding with --encoding "
+                       "(e.g. --encoding latin-1)") from None
     if not text:
         raise CLIError(f"--text {path}: the file is empty")
     return text, path
 
 
-def make_streams(ids, batch, bptt):
+def make_streams(ids: np.ndarray, batch: int, bptt: int) -> np.ndarray:
     """Cut ``ids`` into ``batch`` contiguous streams: data [L, batch] (time-major)."""
     L = len(ids) // batch                            # ids per stream; L - 1 predicting steps
     if L - 1 < bptt:
@@ -133,26 +152,27 @@ class State:
         self.step, self.pos, self.losses = step, pos, losses
 
 
-def new_opt_state(kind, params):
+def new_opt_state(kind: str, params: dict) -> dict:
     if kind == "adam":
         return {**{f"m_{k}": np.zeros_like(v) for k, v in params.items()},
                 **{f"v_{k}": np.zeros_like(v) for k, v in params.items()}}
     return {f"g2_{k}": np.zeros_like(v) for k, v in params.items()}
 
 
-def clip_global_norm(grads, max_norm):
+def clip_global_norm(grads: dict, max_norm: float) -> tuple[dict, float]:
     """Scale the gradients so their global L2 norm is at most max_norm (0: no clipping)."""
-    norm = math.sqrt(sum(float(np.vdot(grads[k], grads[k])) for k in PARAM_KEYS))
+    keys = [k for k in grads if k not in STATE_KEYS]
+    norm = math.sqrt(sum(float(np.vdot(grads[k], grads[k])) for k in keys))
     if max_norm > 0 and norm > max_norm:
         s = max_norm / (norm + 1e-12)
-        return {k: grads[k] * s for k in PARAM_KEYS}, norm
+        return {k: grads[k] * s for k in keys}, norm
     return grads, norm
 
 
-def apply_update(kind, params, opt, grads, lr, t):
+def apply_update(kind: str, params: dict, opt: dict, grads: dict, lr: float, t: int) -> tuple[dict, dict]:
     """New (params, opt) after one Adam or Adagrad step; the inputs are left untouched."""
     newp, newo = {}, {}
-    for k in PARAM_KEYS:
+    for k in params:
         g = grads[k]
         if kind == "adam":
             b1, b2, eps = 0.9, 0.999, 1e-8
@@ -169,13 +189,14 @@ def apply_update(kind, params, opt, grads, lr, t):
     return newp, newo
 
 
-def train_step(state, data, cfg):
+def train_step(state: State, data: np.ndarray, cfg: dict) -> State:
     """One interval: loss and gradients from fastbptt, clipping, the optimizer. A new State."""
     # the streaming helper walks the streams; State keeps its position and carried state so
     # a step stays one rebinding (Ctrl-C safe) and a checkpoint can resume mid-pass
-    stream = TBPTTStream(data, cfg["bptt"], h0=state.h, pos=state.pos, drop_last=True, reduction="mean")
+    stream = TBPTTStream(data, cfg["bptt"], h0=state.h, pos=state.pos, drop_last=True,
+                         reduction="mean", cell=cfg.get("cell", "rnn"))
     if stream.done():                                # end of the streams: next epoch, fresh state
-        stream.reset(np.zeros_like(state.h))
+        stream.reset(None)
     loss, grads, h_last = stream.step(state.params)
     grads, _ = clip_global_norm(grads, cfg["clip"])
     params, opt = apply_update(cfg["optimizer"], state.params, state.opt, grads, cfg["lr"], state.step + 1)
@@ -187,35 +208,47 @@ def train_step(state, data, cfg):
 
 
 # --------------------------------------------------------------------------- sampling
-def sample(params, vocab, n, temperature, rng, seed_char="\n"):
+def sample(params: dict, vocab: str, n: int, temperature: float, rng: np.random.Generator,
+           seed_char: str = "\n", cell: str = "rnn") -> str:
     """``n`` characters drawn from the model, one at a time, starting after ``seed_char``."""
-    U, W, b, V, c = (params[k].astype(np.float64) for k in PARAM_KEYS)
+    from .cells import get as get_cell
+    step = get_cell(cell).ref.forward                # the cell's NumPy step (fastbptt/cells/)
+    p = {k: v.astype(np.float64) for k, v in params.items()}
     index = {ch: i for i, ch in enumerate(vocab)}
     x = index.get(seed_char, 0)
-    h = np.zeros(W.shape[0])
+    H = p["W"].shape[1]
+    state = (np.zeros((1, H)),) * (2 if cell == "lstm" else 1)
     out = []
     for _ in range(n):
-        h = np.tanh(U[:, x] + W @ h + b)
-        o = (V @ h + c) / temperature
-        p = np.exp(o - o.max())
-        p /= p.sum()
-        if not np.all(np.isfinite(p)):               # a diverged model: say so, don't crash
+        state, _ = step((p["U"][:, x] + p["b"])[None], state, p["W"], p, "tanh")
+        o = (p["V"] @ state[0][0] + p["c"]) / temperature
+        e = np.exp(o - o.max())
+        e /= e.sum()
+        if not np.all(np.isfinite(e)):               # a diverged model: say so, don't crash
             return "(no sample: the model's outputs are not finite)"
-        x = int(rng.choice(len(vocab), p=p))
+        x = int(rng.choice(len(vocab), p=e))
         out.append(vocab[x])
     return "".join(out)
 
 
 # --------------------------------------------------------------------------- checkpoints
-def save_checkpoint(path, state, cfg, vocab):
-    arrays = {k: state.params[k] for k in PARAM_KEYS}
+def text_digest(text: str) -> str:
+    """SHA-256 of the training text: a checkpoint's streams continue only on the same text."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def save_checkpoint(path: str, state: State, cfg: dict, vocab: str, digest: str = "") -> None:
+    """Write ``state`` atomically to ``path`` (a temporary file, then a rename)."""
+    arrays = dict(state.params)
     arrays.update({f"opt_{k}": v for k, v in state.opt.items()})
+    h = state.h if isinstance(state.h, tuple) else (state.h,)
     arrays.update(
         format=np.array(CHECKPOINT_FORMAT), vocab=np.array([ord(ch) for ch in vocab], dtype=np.int64),
-        h=state.h, step=np.int64(state.step), pos=np.int64(state.pos),
+        cell=np.array(cfg.get("cell", "rnn")), h=h[0], **({"c_state": h[1]} if len(h) == 2 else {}),
+        step=np.int64(state.step), pos=np.int64(state.pos),
         losses=np.asarray(state.losses[:state.step], dtype=np.float64),
         optimizer=np.array(cfg["optimizer"]), lr=np.float64(cfg["lr"]), clip=np.float64(cfg["clip"]),
-        batch=np.int64(cfg["batch"]), bptt=np.int64(cfg["bptt"]),
+        batch=np.int64(cfg["batch"]), bptt=np.int64(cfg["bptt"]), text_sha256=np.array(digest),
     )
     tmp = f"{path}.tmp"
     try:
@@ -226,7 +259,7 @@ def save_checkpoint(path, state, cfg, vocab):
         raise CLIError(f"--save {path}: cannot write the checkpoint: {exc.strerror or exc}") from None
 
 
-def load_checkpoint(path):
+def load_checkpoint(path: str) -> dict:
     """The checkpoint's arrays as a dict; CLIError if it is missing, corrupt or not ours."""
     if not os.path.isfile(path):
         raise CLIError(f"--resume {path}: no such file")
@@ -243,17 +276,36 @@ def load_checkpoint(path):
         raise CLIError(f"--resume {path}: not a fastbptt train checkpoint "
                        f"({'missing ' + ', '.join(missing) if missing else 'unknown format'})")
     try:
+        step, pos = _scalar(ck, "step", 0), _scalar(ck, "pos", 0)
+        batch, bptt = _scalar(ck, "batch", 1), _scalar(ck, "bptt", 1)
+        lr, clip = _scalar(ck, "lr", 0, real=True), _scalar(ck, "clip", 0, real=True)
+        if not lr > 0:
+            raise ValueError(f"lr must be > 0; got {lr}")
+        if ck["vocab"].ndim != 1 or ck["vocab"].dtype.kind not in "iu":
+            raise ValueError("vocab must be a 1-d array of code points")
         vocab = "".join(chr(int(i)) for i in ck["vocab"])
-        params = {k: np.ascontiguousarray(ck[k]) for k in PARAM_KEYS}
-        H, n_v = params["W"].shape[0], len(vocab)
-        shapes = {"U": (H, n_v), "W": (H, H), "b": (H,), "V": (n_v, H), "c": (n_v,)}
-        dts = {params[k].dtype for k in PARAM_KEYS}
+        cell = str(ck.get("cell", "rnn"))          # checkpoints before the cells were Elman
+        if cell not in ("rnn", "lstm", "gru"):
+            raise ValueError(f"unknown cell {cell!r}")
+        from .cells import get as get_cell
+        cl = get_cell(cell)
+        params = {k: np.ascontiguousarray(ck[k]) for k in PARAM_KEYS + cl.extra if k in ck}
+        if set(params) != set(PARAM_KEYS + cl.extra):
+            raise ValueError(f"missing {sorted(set(PARAM_KEYS + cl.extra) - set(params))}")
+        if params["W"].ndim != 2:
+            raise ValueError(f"W must be 2-d; got shape {params['W'].shape}")
+        H, n_v = params["W"].shape[1], len(vocab)
+        shapes = dict(cl.shapes(n_v, H), V=(n_v, H), c=(n_v,))
+        dts = {a.dtype for a in params.values()}
         opt_kind = str(ck["optimizer"])
         if (any(params[k].shape != s for k, s in shapes.items()) or len(dts) != 1
                 or dts.pop() not in (np.dtype(np.float32), np.dtype(np.float64))
-                or opt_kind not in DEFAULT_LR or ck["h"].ndim != 2 or ck["h"].shape[1] != H):
+                or opt_kind not in DEFAULT_LR or ck["h"].shape != (batch, H)
+                or ck["h"].dtype.kind != "f"
+                or (cl.S == 2) != ("c_state" in ck)
+                or ("c_state" in ck and ck["c_state"].shape != (batch, H))):
             raise ValueError("inconsistent shapes")
-        if ck["losses"].shape != (int(ck["step"]),):
+        if ck["losses"].shape != (step,):
             raise ValueError("loss history does not match the step count")
         opt = {k[4:]: np.ascontiguousarray(ck[k]) for k in ck if k.startswith("opt_")}
         want_opt = new_opt_state(opt_kind, params)
@@ -261,20 +313,36 @@ def load_checkpoint(path):
             raise ValueError("inconsistent optimizer state")
     except (ValueError, TypeError, OverflowError) as exc:
         raise CLIError(f"--resume {path}: corrupt checkpoint ({exc})") from None
-    return dict(vocab=vocab, params=params, opt=opt, h=np.ascontiguousarray(ck["h"]),
-                step=int(ck["step"]), pos=int(ck["pos"]), losses=[float(v) for v in ck["losses"]],
-                optimizer=opt_kind, lr=float(ck["lr"]), clip=float(ck["clip"]),
-                batch=int(ck["batch"]), bptt=int(ck["bptt"]))
+    h = np.ascontiguousarray(ck["h"])
+    if cl.S == 2:
+        h = (h, np.ascontiguousarray(ck["c_state"]))
+    return dict(vocab=vocab, params=params, opt=opt, h=h, cell=cell,
+                step=step, pos=pos, losses=[float(v) for v in ck["losses"]],
+                optimizer=opt_kind, lr=lr, clip=clip, batch=batch, bptt=bptt,
+                text_sha256=str(ck.get("text_sha256", "")))
+
+
+def _scalar(ck, key, lo, real=False):
+    """A checkpoint's scalar field as int (or finite float) >= lo; ValueError otherwise."""
+    v = ck[key]
+    kinds = "iuf" if real else "iu"
+    if v.ndim != 0 or v.dtype.kind not in kinds:
+        raise ValueError(f"{key} must be a {'number' if real else 'integer'}; got {v.dtype} of shape {v.shape}")
+    v = float(v) if real else int(v)
+    if not (math.isfinite(v) and v >= lo):
+        raise ValueError(f"{key} must be >= {lo}; got {v}")
+    return v
 
 
 # --------------------------------------------------------------------------- report
-def smoothed(losses, n=50):
+def smoothed(losses: list[float], n: int = 50) -> float:
     """Mean of the last n losses (the figure the summary reports)."""
     tail = losses[-n:]
     return float(np.mean(tail)) if tail else float("nan")
 
 
-def plot_losses(path, losses, title):
+def plot_losses(path: str, losses: list[float], title: str, vocab_size: int) -> None:
+    """Save the loss curve, its running mean and the uniform-guess level ln(vocab) to ``path``."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -285,7 +353,8 @@ def plot_losses(path, losses, title):
     if len(losses) >= w:
         ma = np.convolve(losses, np.ones(w) / w, mode="valid")
         ax.plot(steps[w - 1:], ma, lw=1.8, color="C0", label=f"mean of {w}")
-    ax.axhline(losses[0], lw=0.6, ls=":", color="gray")      # where training started
+    ax.axhline(math.log(vocab_size), lw=0.8, ls=":", color="gray",
+               label=f"ln {vocab_size} = {math.log(vocab_size):.2f}: a uniform guess")
     ax.set_xlabel("step")
     ax.set_ylabel("cross-entropy (nats / character)")
     ax.set_title(title, fontsize=10)
@@ -344,8 +413,11 @@ def _settings(args, ck):
         val = getattr(args, key)
         cfg[key] = val if val is not None else (ck[key] if ck else DEFAULTS[key])
     if ck:
-        H = ck["params"]["W"].shape[0]
+        H = ck["params"]["W"].shape[1]
         dt = str(ck["params"]["W"].dtype)
+        if args.cell is not None and args.cell != ck["cell"]:
+            raise CLIError(f"--cell {args.cell} does not match the checkpoint's {ck['cell']} cell")
+        cfg["cell"] = ck["cell"]
         if args.hidden is not None and args.hidden != H:
             raise CLIError(f"--hidden {args.hidden} does not match the checkpoint's {H} hidden units")
         if args.dtype is not None and args.dtype != dt:
@@ -355,73 +427,123 @@ def _settings(args, ck):
         cfg["hidden"], cfg["dtype"] = H, dt
         cfg["lr"] = args.lr if args.lr is not None else ck["lr"]
     else:
+        cfg["cell"] = args.cell or DEFAULTS["cell"]
         cfg["hidden"] = args.hidden if args.hidden is not None else DEFAULTS["hidden"]
         cfg["dtype"] = args.dtype or DEFAULTS["dtype"]
         cfg["lr"] = args.lr if args.lr is not None else DEFAULT_LR[cfg["optimizer"]]
     return cfg
 
 
-def main(args) -> int:
-    """Run ``fastbptt train`` with parsed ``args``; returns the exit status (130 after Ctrl-C)."""
-    save_path = None if args.no_save else args.save
-    for opt, path in (("--save", save_path), ("--plot", args.plot)):
-        if path:
-            d = os.path.dirname(os.path.abspath(path))
-            if not os.path.isdir(d):
-                raise CLIError(f"{opt} {path}: directory {d} does not exist")
+def _zero_state(cell, B, H, dtype):
+    """The streams' initial state as a tuple: (h,), or (h, c) for the LSTM."""
+    return tuple(np.zeros((B, H), dtype) for _ in range(2 if cell == "lstm" else 1))
+
+
+def _check_model_fits(H, V, B, k, dtype):
+    """CLIError naming --hidden/--batch/--bptt when one step cannot fit in this machine's memory."""
+    # params, gradients and two Adam moments, plus one interval's states, logits and deltas
+    need = (4 * (H * H + 2 * H * V + H + V) + 3 * k * B * (H + V)) * dtype.itemsize
+    try:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):     # not POSIX: let the allocation decide
+        return
+    if need > have:
+        raise CLIError(f"--hidden {H} with --batch {B} x --bptt {k}: one training step needs about "
+                       f"{need / 2**30:,.1f} GiB, more than this machine's {have / 2**30:,.1f} GiB")
+
+
+class _Stop(BaseException):
+    """Raised by the SIGTERM handler: stop like Ctrl-C (a BaseException, so nothing swallows it)."""
+
+
+def _raise_stop(signum, frame):
+    raise _Stop(signum)
+
+
+def _output_paths(args):
+    """The checkpoint path (None: none) after checking --save, --no-save and --plot."""
+    if args.no_save and args.save is not None:
+        raise CLIError(f"--no-save and --save {args.save} contradict each other; give one")
+    save_path = None if args.no_save else (args.save or args.resume or "charlm.npz")
+    if save_path:
+        check_output_path("--save" if args.save or not args.resume else "--resume", save_path)
+    if args.json:
+        check_output_path("--json", args.json)
     if args.plot:
+        check_output_path("--plot", args.plot)
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            raise CLIError("--plot needs matplotlib: pip install 'fastbptt[plot]'") from None
+            raise CLIError("--plot needs matplotlib, which is not installed: pip install 'fastbptt[plot]'") from None
+    return save_path
 
+
+def main(args: argparse.Namespace) -> int:
+    """Run ``fastbptt train`` with parsed ``args``; the exit status (130 after Ctrl-C, 143 after SIGTERM)."""
+    t_start = time.perf_counter()
+    save_path = _output_paths(args)
+    meta = measurement_metadata(getattr(args, "command_line", "fastbptt train")) if args.json else None
     ck = load_checkpoint(args.resume) if args.resume else None
-    text, name = load_corpus(args.text)
+    text, name = load_corpus(args.text, args.encoding)
     cfg = _settings(args, ck)
+    digest = text_digest(text)
 
     if ck:
         vocab = ck["vocab"]
         unknown = sorted(set(text) - set(vocab))
         if unknown:
-            raise CLIError(f"the text has {len(unknown)} characters the checkpoint's vocabulary lacks "
-                           f"(e.g. {unknown[0]!r}); resume on the text it was trained on")
+            raise CLIError(f"the text has {plural(len(unknown), 'character')} the checkpoint's vocabulary "
+                           f"lacks (e.g. {unknown[0]!r}); resume on the text it was trained on")
     else:
         vocab = "".join(sorted(set(text)))
     if len(vocab) < 2:
-        raise CLIError("the text has fewer than 2 distinct characters; nothing to learn")
+        raise CLIError(f"the text has {plural(len(vocab), 'distinct character')}; at least 2 are needed")
     lut = {ch: i for i, ch in enumerate(vocab)}
     ids = np.fromiter((lut[ch] for ch in text), dtype=np.int64, count=len(text))
     data = make_streams(ids, cfg["batch"], cfg["bptt"])
 
     dtype = np.dtype(cfg["dtype"])
     H, B = cfg["hidden"], cfg["batch"]
+    _check_model_fits(H, len(vocab), B, cfg["bptt"], dtype)
+    note = ""
     if ck:
-        # same streams (same --batch): carry on where the checkpoint stopped; else start over
-        same = ck["h"].shape == (B, H)
-        h = ck["h"].astype(dtype) if same else np.zeros((B, H), dtype)
+        # the streams go on where they stopped on the same text cut the same way; on another
+        # text or --batch, the model and optimizer go on and the streams start from the beginning
+        h_ck = ck["h"] if isinstance(ck["h"], tuple) else (ck["h"],)
+        same = h_ck[0].shape == (B, H) and ck["text_sha256"] in ("", digest)
+        if same and ck["pos"] > data.shape[0] - 1:
+            if ck["text_sha256"]:
+                raise CLIError(f"--resume {args.resume}: corrupt checkpoint (pos {ck['pos']} is past the "
+                               f"end of the text's {data.shape[0] - 1}-step streams)")
+            same = False                               # an older checkpoint on another text
+        h = tuple(a.astype(dtype) for a in h_ck) if same else _zero_state(cfg["cell"], B, H, dtype)
+        if len(h) == 1:
+            h = h[0]
         pos = ck["pos"] if same else 0
         state = State(ck["params"], ck["opt"], h, ck["step"], pos, ck["losses"])
+        note = f"; resuming at step {state.step}" + ("" if same else ", streams restarted on this text")
     else:
-        params = api.init_params(len(vocab), H, len(vocab), dtype=dtype, seed=args.seed)
+        params = api.init_params(len(vocab), H, len(vocab), cell=cfg["cell"], dtype=dtype, seed=args.seed)
         # min-char-rnn style small output weights: the first loss is ~ln(vocab), a uniform guess
         params["V"] *= dtype.type(0.1)
-        state = State(params, new_opt_state(cfg["optimizer"], params), np.zeros((B, H), dtype), 0, 0, [])
+        h = _zero_state(cfg["cell"], B, H, dtype)
+        state = State(params, new_opt_state(cfg["optimizer"], params), h[0] if len(h) == 1 else h, 0, 0, [])
 
     rng = np.random.default_rng(args.seed + state.step)
     chars_per_step = B * cfg["bptt"]
     first_step = state.step
-    print(f"fastbptt train: {name}, {len(text):,} characters, vocabulary {len(vocab)}; "
-          f"hidden {H}, {B} streams x {cfg['bptt']}-step intervals, {cfg['optimizer']} lr {cfg['lr']:g}, "
-          f"clip {cfg['clip']:g}, {cfg['dtype']}"
-          + (f"; resuming at step {state.step}" if ck else ""), flush=True)
+    print(f"fastbptt train: {name}, {plural(len(text), 'character')}, vocabulary {len(vocab)}; "
+          f"{cfg['cell']} cell, hidden {H}, {B} streams x {cfg['bptt']}-step intervals, {cfg['optimizer']} lr {cfg['lr']:g}, "
+          f"clip {cfg['clip']:g}, {cfg['dtype']}" + note, flush=True)
 
     bar = _Progress(first_step + args.steps, first_step, enabled=not args.no_progress)
-    interrupted = False
+    stopped = None                                     # the signal that stopped the run
     limits = _blas_threads(args.threads)
+    old_term = _install(signal.SIGTERM, _raise_stop)
     t0 = time.perf_counter()
     try:
         while state.step < first_step + args.steps:
-            state = train_step(state, data, cfg)      # one rebinding: Ctrl-C never sees half a step
+            state = train_step(state, data, cfg)      # one rebinding: a signal never sees half a step
             if not math.isfinite(state.losses[-1]):
                 raise CLIError(f"the loss became {state.losses[-1]} at step {state.step}; "
                                "try a smaller --lr or --clip (no checkpoint written)")
@@ -430,33 +552,67 @@ def main(args) -> int:
             bar.update(smoothed(state.losses, 20), done * chars_per_step / max(el, 1e-9))
             if args.sample_every and done % args.sample_every == 0 and state.step < first_step + args.steps:
                 bar.write(f"--- sample at step {state.step} (loss {smoothed(state.losses):.3f}) ---\n"
-                          + sample(state.params, vocab, args.sample_len, args.temperature, rng))
+                          + sample(state.params, vocab, args.sample_len, args.temperature, rng, cell=cfg["cell"]))
             if save_path and args.save_every and done % args.save_every == 0:
-                save_checkpoint(save_path, state, cfg, vocab)
+                save_checkpoint(save_path, state, cfg, vocab, digest)
     except KeyboardInterrupt:
-        interrupted = True
+        stopped = signal.SIGINT
+    except _Stop:
+        stopped = signal.SIGTERM
     finally:
+        _install(signal.SIGTERM, old_term)
         bar.close()
         if limits is not None:
             limits.restore_original_limits()
     elapsed = time.perf_counter() - t0
 
-    if interrupted:
-        print(f"interrupted at step {state.step}", file=sys.stderr, flush=True)
+    if stopped is not None:
+        print(f"{'interrupted' if stopped == signal.SIGINT else 'terminated (SIGTERM)'} at step {state.step}",
+              file=sys.stderr, flush=True)
     if save_path:
-        save_checkpoint(save_path, state, cfg, vocab)
+        save_checkpoint(save_path, state, cfg, vocab, digest)
     done = state.step - first_step
     losses = state.losses[:state.step]
+    final_sample = sample(state.params, vocab, args.sample_len, args.temperature, rng, cell=cfg["cell"]) if losses else ""
     if losses:
-        print(f"--- sample (temperature {args.temperature:g}) ---\n"
-              + sample(state.params, vocab, args.sample_len, args.temperature, rng))
+        print(f"--- sample (temperature {args.temperature:g}) ---\n" + final_sample)
     if args.plot and losses:
-        plot_losses(args.plot, losses, f"fastbptt train: {name} (hidden {H}, {B}x{cfg['bptt']})")
+        plot_losses(args.plot, losses, f"fastbptt train: {name} (hidden {H}, {B}x{cfg['bptt']})", len(vocab))
     cps = done * chars_per_step / elapsed if elapsed > 0 else float("nan")
     first = losses[0] if losses else float("nan")
-    print(f"done: {done} steps ({done * chars_per_step:,} characters) in {elapsed:.1f} s, {cps:,.0f} chars/s; "
-          f"loss {first:.3f} at step 1 -> {smoothed(losses):.3f} (mean of the last {min(50, len(losses))} "
-          f"steps, nats/char) at step {state.step}"
+    print(f"done: {plural(done, 'step')} ({plural(done * chars_per_step, 'character')}) in {elapsed:.1f} s, "
+          f"{cps:,.0f} chars/s; loss {first:.3f} at step 1 -> {smoothed(losses):.3f} (mean of the last "
+          f"{plural(min(50, len(losses)), 'step')}, nats/char) at step {state.step}"
           + (f"; checkpoint {save_path}" if save_path else "")
           + (f"; plot {args.plot}" if args.plot and losses else ""), flush=True)
-    return 130 if interrupted else 0
+    if args.json:
+        summary = dict(meta=measurement_metadata(meta["command"], meta), corpus=name,
+                       characters=len(text), vocab_size=len(vocab),
+                       config=dict(cfg, steps=args.steps, seed=args.seed, temperature=args.temperature),
+                       first_step=first_step, last_step=state.step, losses=[round(v, 6) for v in losses],
+                       train_seconds=elapsed, total_seconds=time.perf_counter() - t_start,
+                       chars_per_second=cps, stopped_by=None if stopped is None else signal.Signals(stopped).name,
+                       final_sample=final_sample)
+        try:
+            with open(args.json, "w", encoding="utf-8") as f:
+                json.dump(summary, f, indent=1)
+        except OSError as exc:
+            raise CLIError(f"--json {args.json}: cannot write: {exc.strerror or exc}") from None
+    return 128 + int(stopped) if stopped is not None else 0
+
+
+_UNSET = object()
+
+
+def _install(signum, handler):
+    """Set a signal handler where Python allows it (the main thread); returns the previous one.
+
+    Returns ``_UNSET`` where nothing was installed, and passing ``_UNSET`` back does nothing.
+    """
+    if handler is _UNSET:
+        return _UNSET
+    try:
+        old = signal.signal(signum, handler)
+    except ValueError:                                  # not the main thread: leave signals alone
+        return _UNSET
+    return signal.SIG_DFL if old is None else old       # None: a handler not set from Python

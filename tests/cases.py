@@ -18,12 +18,14 @@ TARGET_KINDS = ("ids", "probs", "mse")      # CE with ids, CE with probability r
 
 def make_case(activation="tanh", input_kind="float", target_kind="ids", reduction="sum",
               many_to_one=False, masked=False, batch_first=False, dtype=np.float64,
-              T=5, B=3, n_in=4, H=6, n_out=5, vocab=7, seed=0, h0=True):
+              T=5, B=3, n_in=4, H=6, n_out=5, vocab=7, seed=0, h0=True, cell="rnn"):
     rng = np.random.default_rng(seed)
     params = fastbptt.init_params(n_in, H, n_out, vocab_size=vocab if input_kind == "embed" else None,
-                                  dtype=dtype, seed=seed)
+                                  dtype=dtype, seed=seed, cell=cell)
     # non-zero biases, so their gradients and the activation's regimes are all exercised
-    params["b"] = (0.3 * rng.standard_normal(H)).astype(dtype)
+    params["b"] = (0.3 * rng.standard_normal(params["b"].shape)).astype(dtype)
+    if "bn" in params:
+        params["bn"] = (0.3 * rng.standard_normal(H)).astype(dtype)
     params["c"] = (0.3 * rng.standard_normal(n_out)).astype(dtype)
     if input_kind == "float":
         inputs = rng.standard_normal((T, B, n_in)).astype(dtype)
@@ -44,10 +46,14 @@ def make_case(activation="tanh", input_kind="float", target_kind="ids", reductio
         if B > 2:
             lengths[-1] = max(1, T // 2)
         mask = (np.arange(T)[:, None] < lengths[None, :]).astype(np.float64)
-    case = dict(params=params, inputs=inputs, targets=targets,
-                h0=(0.5 * rng.standard_normal((B, H))).astype(dtype) if h0 else None,
+    state = (0.5 * rng.standard_normal((B, H))).astype(dtype) if h0 else None
+    if h0 and cell == "lstm":
+        state = (state, (0.5 * rng.standard_normal((B, H))).astype(dtype))
+    case = dict(params=params, inputs=inputs, targets=targets, h0=state,
                 activation=activation, loss="mse" if target_kind == "mse" else "cross_entropy",
                 reduction=reduction, mask=mask, batch_first=batch_first)
+    if cell != "rnn":
+        case["cell"] = cell
     if batch_first:
         case["inputs"] = np.ascontiguousarray(np.swapaxes(inputs, 0, 1))
         if not many_to_one:

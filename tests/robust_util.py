@@ -1,4 +1,4 @@
-"""Helpers shared by the robustness tests (tests/test_robust_*.py, issue 7)."""
+"""Helpers shared by the robustness tests (tests/test_robust_*.py)."""
 from __future__ import annotations
 
 import os

@@ -1,5 +1,6 @@
-"""`fastbptt train`: argument errors, a tiny run whose loss falls, checkpoints, Ctrl-C."""
+"""`fastbptt train`: argument errors, a tiny run whose loss falls, checkpoints, Ctrl-C, SIGTERM."""
 import os
+import signal
 import subprocess
 import sys
 
@@ -70,6 +71,7 @@ def test_bad_text_files(tmp_path, capsys):
 
 
 def test_tiny_run_loss_falls_and_plots(text_file, tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="--plot needs matplotlib (the plot extra)")
     ck, png = str(tmp_path / "ck.npz"), str(tmp_path / "loss.png")
     code, out, err = run(["--text", text_file, "--steps", "80", "--lr", "0.01", "--save", ck,
                           "--plot", png] + TINY, capsys)
@@ -129,23 +131,39 @@ def test_corrupt_checkpoints(text_file, tmp_path, capsys):
         assert_one_line_error(code, err, "--resume")
 
 
-def test_ctrl_c_stops_cleanly_and_saves(text_file, tmp_path, capsys, monkeypatch):
+def _on_fourth_engine_call(monkeypatch, action):
+    """Run ``action()`` at the start of the 4th loss_and_grad call train's stream makes."""
     calls = {"n": 0}
     from fastbptt import stream
     real = stream.loss_and_grad
 
-    def interrupted(*a, **k):
+    def patched(*a, **k):
         calls["n"] += 1
         if calls["n"] == 4:
-            raise KeyboardInterrupt
+            action()
         return real(*a, **k)
 
-    monkeypatch.setattr(stream, "loss_and_grad", interrupted)   # the call train's stream makes
+    monkeypatch.setattr(stream, "loss_and_grad", patched)
+
+
+def _raise_keyboard_interrupt():
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("action, code, said", [
+    (_raise_keyboard_interrupt, 130, "interrupted at step 3"),
+    # what a cluster scheduler sends before killing a job
+    (lambda: os.kill(os.getpid(), signal.SIGTERM), 143, "terminated (SIGTERM) at step 3"),
+], ids=["ctrl-c", "sigterm"])
+def test_a_signal_stops_cleanly_and_saves(text_file, tmp_path, capsys, monkeypatch, action, code, said):
+    _on_fourth_engine_call(monkeypatch, action)
+    before = signal.getsignal(signal.SIGTERM)
     ck = str(tmp_path / "ck.npz")
-    code, out, err = run(["--text", text_file, "--steps", "50", "--save", ck] + TINY, capsys)
-    assert code == 130
-    assert "Traceback" not in err and "interrupted at step 3" in err
+    rc, out, err = run(["--text", text_file, "--steps", "50", "--save", ck] + TINY, capsys)
+    assert rc == code
+    assert "Traceback" not in err and said in err
     assert int(np.load(ck)["step"]) == 3 and "done: 3 steps" in out
+    assert signal.getsignal(signal.SIGTERM) is before     # the handler is put back
 
 
 def test_python_dash_m_works(text_file, tmp_path):
@@ -164,3 +182,178 @@ def test_default_corpus_is_deterministic():
     a, b = corpus.stdlib_docstrings(max_chars=20000), corpus.stdlib_docstrings(max_chars=20000)
     assert a == b and len(a) == 20000
     assert set(a) <= set(corpus._KEEP)
+
+
+def test_version(capsys):
+    import fastbptt
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"fastbptt {fastbptt.__version__}"
+
+
+def test_resume_without_save_writes_back_to_the_resumed_file(text_file, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)                            # where a default charlm.npz would go
+    ck = str(tmp_path / "run.npz")
+    assert run(["--text", text_file, "--steps", "3", "--save", ck] + TINY, capsys)[0] == 0
+    code, out, _ = run(["--text", text_file, "--steps", "2", "--resume", ck] + TINY, capsys)
+    assert code == 0 and f"checkpoint {ck}" in out
+    assert int(np.load(ck)["step"]) == 5
+    assert not (tmp_path / "charlm.npz").exists()
+    code, _, _ = run(["--text", text_file, "--steps", "1", "--resume", ck, "--no-save"] + TINY, capsys)
+    assert code == 0 and int(np.load(ck)["step"]) == 5     # --no-save: the file is left alone
+
+
+def test_conflicting_and_unwritable_outputs(text_file, tmp_path, capsys):
+    code, _, err = run(["--text", text_file, "--no-save", "--save", "x.npz"] + TINY, capsys)
+    assert_one_line_error(code, err, "--no-save", "--save x.npz")
+    code, _, err = run(["--text", text_file, "--save", str(tmp_path)] + TINY, capsys)
+    assert_one_line_error(code, err, "--save", "directory")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        if os.access(ro, os.W_OK):                          # root ignores the mode bits
+            pytest.skip("running as a user who can write anywhere")
+        code, _, err = run(["--text", text_file, "--save", str(ro / "x.npz")] + TINY, capsys)
+        assert_one_line_error(code, err, "--save", "not writable")
+    finally:
+        ro.chmod(0o700)
+
+
+def test_sigterm_in_a_real_process_exits_143_after_saving(text_file, tmp_path):
+    ck = tmp_path / "ck.npz"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    p = subprocess.Popen([sys.executable, "-m", "fastbptt", "train", "--text", text_file, "--steps",
+                          "100000", "--save", str(ck), "--save-every", "1"] + TINY,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        for _ in range(1200):                               # until the first checkpoint exists
+            if ck.exists() or p.poll() is not None:
+                break
+            import time
+            time.sleep(0.1)
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 143, err
+    step = int(np.load(ck)["step"])
+    assert f"terminated (SIGTERM) at step {step}" in err and f"done: {step} step" in out
+
+
+def test_text_that_is_not_utf8(tmp_path, capsys):
+    latin = tmp_path / "latin1.txt"
+    latin.write_bytes(("ab\n" + "caf\u00e9 na\u00efve " * 30).encode("latin-1"))
+    code, _, err = run(["--text", str(latin)] + TINY, capsys)
+    assert_one_line_error(code, err, "--text", "utf-8", "0xe9", "offset 6", "--encoding")
+    ck = str(tmp_path / "ck.npz")
+    code, out, _ = run(["--text", str(latin), "--encoding", "latin-1", "--steps", "1", "--save", ck] + TINY,
+                       capsys)
+    assert code == 0
+    vocab = "".join(chr(i) for i in np.load(ck)["vocab"])
+    assert "\u00e9" in vocab and "\ufffd" not in vocab
+    bom = tmp_path / "bom.txt"
+    bom.write_bytes(b"\xef\xbb\xbf" + TEXT.encode() + b"\xff")
+    code, _, err = run(["--text", str(bom)] + TINY, capsys)
+    assert_one_line_error(code, err, "0xff", f"offset {3 + len(TEXT)}")  # offsets count the BOM
+    code, _, err = run(["--text", str(bom), "--encoding", "klingon"] + TINY, capsys)
+    assert_one_line_error(code, err, "--encoding", "klingon")
+
+
+def test_messages_count_in_words(tmp_path, capsys):
+    one = tmp_path / "one.txt"
+    one.write_text("a" * 500)
+    code, _, err = run(["--text", str(one)] + TINY, capsys)
+    assert_one_line_error(code, err, "1 distinct character;")
+    two = tmp_path / "two.txt"
+    two.write_text("ab" * 300)
+    ck = str(tmp_path / "ck.npz")
+    assert run(["--text", str(two), "--steps", "1", "--save", ck] + TINY, capsys)[0] == 0
+    other = tmp_path / "other.txt"
+    other.write_text("abc" * 300)
+    code, _, err = run(["--text", str(other), "--resume", ck] + TINY, capsys)
+    assert_one_line_error(code, err, "1 character the checkpoint")
+
+
+def _corrupted(good, tmp_path, name, **fields):
+    z = dict(np.load(good))
+    z.update(fields)
+    path = tmp_path / f"{name}.npz"
+    np.savez(path, **z)
+    return str(path)
+
+
+@pytest.mark.parametrize("field,value,word", [
+    ("batch", np.int64(0), "batch"), ("batch", np.array("two"), "batch"), ("bptt", np.int64(0), "bptt"),
+    ("bptt", np.float64(3.5), "bptt"), ("pos", np.int64(-5), "pos"), ("pos", np.int64(10**9), "pos"),
+    ("step", np.int64(-1), "step"), ("lr", np.float64(np.nan), "lr"), ("lr", np.float64(0), "lr"),
+    ("clip", np.float64(-1), "clip"), ("vocab", np.array([[97]]), "vocab"), ("h", np.zeros((3, 16)), "shapes"),
+    ("W", np.zeros(16), "W"),
+])
+def test_corrupt_checkpoint_fields(text_file, tmp_path, capsys, field, value, word):
+    good = str(tmp_path / "good.npz")
+    assert run(["--text", text_file, "--steps", "2", "--save", good] + TINY, capsys)[0] == 0
+    bad = _corrupted(good, tmp_path, "bad", **{field: value})
+    code, _, err = run(["--text", text_file, "--steps", "1", "--resume", bad] + TINY, capsys)
+    assert_one_line_error(code, err, "--resume", "corrupt", word)
+
+
+def test_resume_on_another_text_restarts_the_streams(text_file, tmp_path, capsys):
+    ck = str(tmp_path / "ck.npz")
+    assert run(["--text", text_file, "--steps", "40", "--save", ck] + TINY, capsys)[0] == 0
+    assert int(np.load(ck)["pos"]) > 60                    # past the end of the shorter text
+    short = tmp_path / "short.txt"
+    short.write_text(TEXT[:400])
+    code, out, err = run(["--text", str(short), "--steps", "2", "--resume", ck] + TINY, capsys)
+    assert code == 0, err
+    assert "streams restarted on this text" in out and int(np.load(ck)["step"]) == 42
+    code, out, _ = run(["--text", text_file, "--steps", "1", "--resume", ck] + TINY, capsys)
+    assert code == 0 and "restarted" in out                 # the checkpoint now belongs to short.txt
+
+
+def test_negative_seed_is_a_one_line_error(capsys):
+    code, _, err = run(["--seed", "-1"] + TINY, capsys)
+    assert_one_line_error(code, err, "--seed", ">= 0")
+
+
+def test_plot_labels_the_uniform_guess_line(tmp_path, monkeypatch):
+    plt = pytest.importorskip("matplotlib.pyplot", reason="the plot needs matplotlib")
+    figs = []
+    monkeypatch.setattr(plt, "close", figs.append)
+    train.plot_losses(str(tmp_path / "l.png"), [3.3, 3.0, 2.5, 2.0], "t", vocab_size=28)
+    labels = [t.get_text() for t in figs[0].axes[0].get_legend().get_texts()]
+    assert any(lb.startswith("ln 28 = 3.33") for lb in labels), labels
+
+
+def test_runs_are_deterministic(text_file, tmp_path, capsys):
+    """The README says a run gives the same losses and samples every time."""
+    outs = []
+    for name in ("a", "b"):
+        ck = str(tmp_path / f"{name}.npz")
+        code, out, _ = run(["--text", text_file, "--steps", "6", "--save", ck] + TINY, capsys)
+        assert code == 0
+        outs.append((np.load(ck), out.split("--- sample")[1].split("\ndone:")[0]))
+    (a, sa), (b, sb) = outs
+    for k in ("U", "W", "V", "h", "losses"):
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert sa == sb
+
+
+@pytest.mark.parametrize("cell,state", [("lstm", ("h", "c_state")), ("gru", ("h", "bn"))])
+def test_cells_train_resume_exactly_and_refuse_another_cell(cell, state, text_file, tmp_path, capsys):
+    a, b = str(tmp_path / "a.npz"), str(tmp_path / "b.npz")
+    common = ["--text", text_file, "--lr", "0.01", "--cell", cell] + TINY
+    code, out, _ = run(common + ["--steps", "8", "--save", a], capsys)
+    assert code == 0 and f"{cell} cell" in out
+    assert run(common + ["--steps", "5", "--save", b], capsys)[0] == 0
+    code, out, _ = run(common + ["--steps", "3", "--resume", b, "--save", b], capsys)
+    assert code == 0 and "resuming at step 5" in out
+    za, zb = np.load(a), np.load(b)
+    assert str(zb["cell"]) == cell
+    for k in ("U", "W", "b", "V", "c", "losses") + state:
+        np.testing.assert_array_equal(za[k], zb[k], err_msg=k)
+    losses = za["losses"]
+    assert losses[-1] < losses[0]
+    other = "gru" if cell == "lstm" else "lstm"
+    code, _, err = run(["--text", text_file, "--steps", "1", "--resume", b, "--cell", other] + TINY, capsys)
+    assert_one_line_error(code, err, "--cell", cell)

@@ -1,4 +1,4 @@
-"""The Numba CPU fast paths of issue 5 against the NumPy reference and against float64 math.
+"""The Numba CPU fast paths against the NumPy reference and against float64 math.
 
 * the fused full-BPTT kernel (``cpu.fused_full_bptt``), which ``loss_and_grad`` takes for full
   BPTT without a mask, for every input kind × loss × activation × dtype;
@@ -152,12 +152,12 @@ def test_exp_shift_f32_accuracy():
     t = np.concatenate([np.linspace(-87, 0, 200_001), -np.geomspace(1e-20, 87, 10_001)]).astype(np.float32)
     row = t.copy()
     nb = np.empty(t.size, np.int32)
-    s = cpu._exp_shift_f32(row, np.float32(0), nb)
+    s = cpu.heads._exp_shift_f32(row, np.float32(0), nb)
     exact = np.exp(t.astype(np.float64))
     assert np.max(_ulps(row, exact)) <= 2
     assert abs(s - exact.sum()) <= 1e-6 * exact.sum()
     row = np.array([0.0, np.nan, -1.0], np.float32)
-    cpu._exp_shift_f32(row, np.float32(0), np.empty(3, np.int32))
+    cpu.heads._exp_shift_f32(row, np.float32(0), np.empty(3, np.int32))
     assert row[0] == 1 and np.isnan(row[1]) and abs(row[2] - np.exp(-1.0)) < 1e-7
 
 
@@ -206,7 +206,7 @@ def test_mkl_blas_matches_reference():
         "p = fastbptt.init_params(5, 6, 4, dtype=np.float64, seed=0)\n"
         "x = rng.standard_normal((7, 3, 5)); y = rng.integers(0, 4, (7, 3))\n"
         "a = fastbptt.loss_and_grad(p, x, y); b = fastbptt.loss_and_grad(p, x, y, backend='numpy')\n"
-        "assert cpu.BLAS_NAME == 'mkl', cpu.BLAS_NAME\n"
+        "assert cpu.blas.BLAS_NAME == 'mkl', cpu.blas.BLAS_NAME\n"
         "np.testing.assert_allclose(a[0], b[0], rtol=1e-10)\n"
         "for k in b[1]: np.testing.assert_allclose(a[1][k], b[1][k], rtol=1e-10, atol=1e-12)\n"
         "print('ok')\n")
@@ -218,7 +218,7 @@ def test_mkl_blas_matches_reference():
 def test_default_blas_is_scipy_openblas():
     fastbptt.loss_and_grad(*_case(np.random.default_rng(0), np.float64, "float", "cross_entropy", "ids")[:3])
     if os.environ.get("FASTBPTT_BLAS", "").lower() != "mkl":
-        assert cpu.BLAS_NAME == "scipy-openblas"
+        assert cpu.blas.BLAS_NAME == "scipy-openblas"
 
 
 # --------------------------------------------------------------------------- fastbptt bench

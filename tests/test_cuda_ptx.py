@@ -18,7 +18,7 @@ except ImportError:
     HAVE_NUMBA_CUDA = False
 
 pytestmark = [
-    pytest.mark.skipif(not HAVE_NUMBA_CUDA, reason="numba-cuda not installed (pip install -e '.[test]')"),
+    pytest.mark.skipif(not HAVE_NUMBA_CUDA, reason="numba-cuda not installed (pip install -e '.[cuda]'; .ci/run installs it)"),
     pytest.mark.skipif(os.environ.get("NUMBA_ENABLE_CUDASIM") == "1", reason="simulator: no PTX"),
 ]
 

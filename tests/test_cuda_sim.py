@@ -31,7 +31,7 @@ def _real_gpu():
     return fastbptt.cuda.available()[0]
 
 
-@pytest.mark.skipif(not HAVE_NUMBA_CUDA, reason="numba-cuda not installed (pip install -e '.[test]')")
+@pytest.mark.skipif(not HAVE_NUMBA_CUDA, reason="numba-cuda not installed (pip install -e '.[cuda]'; .ci/run installs it)")
 def test_simulator_suite():
     """Every CUDA path against the CPU backend, in Numba's CUDA simulator (tests/cuda_sim)."""
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import fastbptt
+from fastbptt.cells import CELLS
 import tolerances as tol
 from fastbptt import reference
 
@@ -34,10 +35,12 @@ def test_layer_matches_reference(activation, shape):
     before = [a.copy() for a in (x, h0, U, W, b, dhs)]
     hs, cache = fastbptt.rnn_forward(x, h0, U, W, b, activation=activation)
     grads = fastbptt.rnn_backward(dhs, cache)
-    hs_ref = reference.rnn_forward(x, h0, U, W, b, activation)
-    np.testing.assert_allclose(hs, hs_ref[1:], **tol.EXACT64)
-    ref = reference.rnn_backward(dhs, x, hs_ref, U, W, activation)
-    for name, g, r in zip(("dx", "dh0", "dU", "dW", "db"), grads, ref):
+    cell = CELLS["rnn"]
+    rows = reference.layer_forward(cell, x, h0, U, W, b, None, activation)
+    np.testing.assert_allclose(hs, np.stack([s[0] for s in rows[0][1:]]), **tol.EXACT64)
+    dx, dh0, dU, dW, db, _ = reference.layer_backward(cell, dhs, np.zeros_like(h0), x, rows, U, W,
+                                                      b, None, activation)
+    for name, g, r in zip(("dx", "dh0", "dU", "dW", "db"), grads, (dx, dh0, dU, dW, db)):
         np.testing.assert_allclose(g, r, err_msg=name, **tol.EXACT64)
     for a, a0 in zip((x, h0, U, W, b, dhs), before):
         np.testing.assert_array_equal(a, a0)

@@ -1,4 +1,4 @@
-"""Numba's compilation cache never breaks fastbptt (issue 7).
+"""Numba's compilation cache never breaks fastbptt.
 
 Each scenario runs in a child interpreter (the cache is per process, and a crash must fail
 the test, not pytest). The child computes a loss and gradients with the compiled backend
@@ -48,7 +48,8 @@ def _copy_package(tmp_path, *, read_only):
     shutil.copytree(ROOT / "fastbptt", dst / "fastbptt",
                     ignore=shutil.ignore_patterns("__pycache__", "*.nbi", "*.nbc"))
     if read_only:
-        (dst / "fastbptt" / "__pycache__").write_text("blocks the in-tree cache, even for root\n")
+        for init in (dst / "fastbptt").rglob("__init__.py"):      # every package directory
+            (init.parent / "__pycache__").write_text("blocks the in-tree cache, even for root\n")
         for f in sorted(dst.rglob("*"), reverse=True):
             f.chmod(0o555 if f.is_dir() else 0o444)
     return dst
@@ -148,7 +149,7 @@ def _all_dispatchers():
 def test_kernels_are_nogil_cached_and_never_cached_parallel():
     """cache=True with parallel=True crashes when the thread count changes (pynndescent)."""
     kernels = _all_dispatchers()
-    assert "fastbptt.cpu.forward_steps" in kernels and "fastbptt.cpu.backward_steps" in kernels
+    assert "fastbptt.cpu.steps.forward_steps" in kernels and "fastbptt.cpu.steps.backward_steps" in kernels
     for name, disp in kernels.items():
         opts = disp.targetoptions        # cache=True is not kept here: it swaps in a disk cache
         cached = type(getattr(disp, "_cache", None)).__name__ not in ("NullCache", "NoneType")

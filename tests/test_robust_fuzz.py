@@ -1,4 +1,4 @@
-"""Property tests over the public API, the adapters and the CLI (issue 7).
+"""Property tests over the public API, the adapters and the CLI.
 
 The properties that reach compiled code live in ``tests/robust_fuzz_props.py`` and run in a
 child pytest, so a segfault fails ``test_fuzz_in_a_child_process`` instead of killing the

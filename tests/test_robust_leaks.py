@@ -1,4 +1,4 @@
-"""10,000 calls leave memory flat (issue 7): Python objects (tracemalloc, which also sees
+"""10,000 calls leave memory flat: Python objects (tracemalloc, which also sees
 NumPy's buffers) and the process's resident set (which also sees Numba's runtime
 allocations). Tiny problems keep this quick; every path is in the mix: ids, floats,
 embedding, masks, truncation, checkpointing, the layer API, check_finite and rejected input.

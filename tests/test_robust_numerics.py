@@ -1,4 +1,4 @@
-"""Numerical extremes (issue 7): saturation over 10,000 steps, huge logits, overflow, NaN,
+"""Numerical extremes: saturation over 10,000 steps, huge logits, overflow, NaN,
 float32 against float64 on long sequences, and subnormal numbers.
 
 What is promised on overflow: never a crash; inf/NaN appear in the loss and the gradients of

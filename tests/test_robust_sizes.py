@@ -1,4 +1,4 @@
-"""Sizes (issue 7): no 32-bit index overflow, and MemoryError instead of crashes.
+"""Sizes: no 32-bit index overflow, and MemoryError instead of crashes.
 
 What the kernels index with: every loop bound comes from ``range(a.shape[i])`` and every
 element address from Numba's array model, both ``intp`` (64-bit here); ids reach the kernels
@@ -154,12 +154,13 @@ def test_products_too_large_for_32bit_blas_sizes_fall_back(monkeypatch):
 
     import tolerances as tol
     from cases import make_case
+    from fastbptt.cells import CELLS
     huge = SimpleNamespace(truncate=None, checkpoint=None, dense=True, masked=False, y_map=None,
-                           T=2 ** 20, B=2 ** 11)
+                           T=2 ** 20, B=2 ** 11, n_in=1, H=1, n_out=1, cell=CELLS["rnn"])
     assert not cpu.fused_eligible(huge)
     case = make_case(T=6, B=3, input_kind="float")
     expected = fastbptt.loss_and_grad(**case, backend="numpy")
-    monkeypatch.setattr(cpu, "_LP64_MAX", 4)      # every product now takes the fallback
+    monkeypatch.setattr(cpu.ops, "LP64_MAX", 4)   # every product now takes the fallback
     got = fastbptt.loss_and_grad(**case, checkpoint=2)
     np.testing.assert_allclose(got[0], expected[0], **tol.EXACT64)
     for k in expected[1]:

@@ -9,7 +9,7 @@ Size letters: T steps, B batch, H hidden units, G gates. Per step a backend keep
 **state row** ``[B, K·H]`` whose first ``S·H`` columns are the carried state (h, then c for
 the LSTM) and whose remaining columns are what the backward pass needs (activated gates), and
 produces one **delta row** ``[B, D·H]`` whose first ``G·H`` columns are the gradient of the
-recurrent pre-activation ``h_{t-1} Wᵀ`` (see ``docs/cells.md``).
+recurrent pre-activation ``h_{t-1} Wᵀ`` (see ``docs/cells.rst``).
 """
 from __future__ import annotations
 
@@ -41,6 +41,11 @@ class Cell:
         only the recurrent part of the new gate). Otherwise it is accumulated onto it.
     extra : tuple of str
         Parameters beyond ``U, W, b`` (GRU: ``bn [H]``).
+    xblocks : tuple of (int, int, int)
+        The input-side pre-activation gradient as blocks (delta column, row of U, width), in
+        units of H: dU, db and dx are products over these blocks of the delta row.
+    bn_col : int
+        The delta column block whose sum is ∂L/∂bn (-1: the cell has no bn).
     ref : module
         The NumPy step functions ``forward``/``backward``/``bias_grads`` (the oracle).
     """
@@ -53,6 +58,8 @@ class Cell:
     D: int
     split: bool
     extra: tuple
+    xblocks: tuple
+    bn_col: int
     ref: ModuleType
 
     def shapes(self, n_in: int, H: int) -> dict:
@@ -64,7 +71,7 @@ class Cell:
         return out
 
 
-CELLS = {m.NAME: Cell(m.NAME, code, m.G, m.S, m.K, m.D, m.SPLIT, m.EXTRA, m)
+CELLS = {m.NAME: Cell(m.NAME, code, m.G, m.S, m.K, m.D, m.SPLIT, m.EXTRA, m.XBLOCKS, m.BN_COL, m)
          for code, m in enumerate((rnn, lstm, gru))}
 
 

@@ -26,6 +26,10 @@ from ._math import dsigmoid, dtanh, sigmoid
 NAME = "gru"
 G, S, K, D = 3, 1, 5, 4
 SPLIT = True
+# input-side deltas as (delta column, U row, width) blocks, in units of H; and the delta
+# column block whose sum is the gradient of ``bn`` (-1: none)
+XBLOCKS = ((0, 0, 2), (3, 2, 1))
+BN_COL = 2
 EXTRA = ("bn",)
 
 

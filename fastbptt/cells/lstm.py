@@ -21,6 +21,10 @@ from ._math import dsigmoid, dtanh, sigmoid
 NAME = "lstm"
 G, S, K, D = 4, 2, 6, 4
 SPLIT = False
+# input-side deltas as (delta column, U row, width) blocks, in units of H; and the delta
+# column block whose sum is the gradient of ``bn`` (-1: none)
+XBLOCKS = ((0, 0, 4),)
+BN_COL = -1
 EXTRA = ()
 
 

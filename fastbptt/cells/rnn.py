@@ -8,6 +8,10 @@ from ._math import ACTIVATE, DERIVATIVE
 NAME = "rnn"
 G, S, K, D = 1, 1, 1, 1
 SPLIT = False
+# input-side deltas as (delta column, U row, width) blocks, in units of H; and the delta
+# column block whose sum is the gradient of ``bn`` (-1: none)
+XBLOCKS = ((0, 0, 1),)
+BN_COL = -1
 EXTRA = ()
 
 

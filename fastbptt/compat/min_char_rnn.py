@@ -1,72 +1,109 @@
 """Drop-in ``lossFun`` for Karpathy's min-char-rnn gist."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from .. import api
-from ._check import float_array, id_sequence, same_dtype
+from ._check import float_params, python_ids, real_array
+
+_NAMES = ("Wxh", "Whh", "Why", "bh", "by")
 
 
-def min_char_rnn(Wxh, Whh, Why, bh, by):
+def min_char_rnn(*args, **kwargs):
     """A ``lossFun(inputs, targets, hprev)`` computing min-char-rnn's loss and gradients.
 
     Parameters
     ----------
-    Wxh : array (H, V)
-    Whh : array (H, H)
-    Why : array (V, H)
-    bh : array (H, 1)
-    by : array (V, 1)
-        The script's parameter arrays. They are held by reference and read at every call,
-        so the script's in-place Adagrad updates (``param += ...``) are seen; replacing a
-        name with a new array (``Wxh = Wxh - ...``) is not, as with the original closure.
+    namespace : dict, or Wxh, Whh, Why, bh, by : arrays
+        Best, the script's ``globals()``: like the gist's ``lossFun``, the returned function
+        then looks ``Wxh (H, V)``, ``Whh (H, H)``, ``Why (V, H)``, ``bh (H, 1)``, ``by (V, 1)``
+        (and ``vocab_size`` if present) up at every call, so both in-place updates
+        (``param += ...``) and rebinding (``Why = Why * 1.5``) are seen. Given the five arrays
+        instead, it holds them and sees only in-place updates.
 
     Returns
     -------
     lossFun : callable
-        ``lossFun(inputs, targets, hprev) -> (loss, dWxh, dWhh, dWhy, dbh, dby, h_last)``
-        exactly as the original: ``inputs`` and ``targets`` are lists of character ids,
-        ``hprev (H, 1)``; the loss is summed over steps, the gradients have the parameters'
-        shapes and are clipped element-wise to [-5, 5], ``h_last`` is ``(H, 1)``.
+        ``lossFun(inputs, targets, hprev) -> (loss, dWxh, dWhh, dWhy, dbh, dby, h_last)`` as
+        the original: ``inputs``/``targets`` are lists of character ids (negative ids count
+        from the end), ``hprev (H, 1)``; the loss is summed over steps and an ``np.float64``;
+        the gradients have the parameters' shapes and dtypes and are clipped to [-5, 5];
+        ``h_last (H, 1)`` is float64 (the gist's one-hot inputs are float64, so NumPy
+        promotes every state to float64 whatever the parameters' dtype). Extra targets are
+        ignored; empty inputs raise KeyError and bad ids IndexError, as in the gist.
+
+        One deliberate difference: the gist's softmax ``exp(y) / sum(exp(y))`` overflows to
+        NaN once a logit exceeds ~709; this one is shifted and stays finite.
 
     Examples
     --------
-    In the gist, replace the ``def lossFun(...)`` block (or add after it)::
+    In the gist, after the ``def lossFun(...)`` block::
 
-        lossFun = fastbptt.compat.min_char_rnn(Wxh, Whh, Why, bh, by)
+        lossFun = fastbptt.compat.min_char_rnn(globals())
     """
-    Whh = float_array("Whh", Whh, ndim=2)
+    if len(args) == 1 and not kwargs and isinstance(args[0], Mapping):
+        ns = args[0]
+        _params(ns)                    # names may still be missing: checked again per call
+    else:
+        if kwargs:
+            args = args + tuple(kwargs.pop(k) for k in _NAMES[len(args):] if k in kwargs)
+        if len(args) != 5 or kwargs:
+            raise TypeError("min_char_rnn takes the script's globals() or the five arrays "
+                            "Wxh, Whh, Why, bh, by")
+        ns = dict(zip(_NAMES, args))
+        _params(ns, strict=True)
+
+    def lossFun(inputs, targets, hprev):
+        Wxh, Whh, Why, bh, by = params = _params(ns, strict=True)
+        H, V = Wxh.shape
+        ids = python_ids("inputs", inputs, V)
+        T = ids.shape[0]
+        if T == 0:
+            raise KeyError("lossFun needs at least one input (the gist fails on hs[0])")
+        if len(targets) < T:
+            raise IndexError(f"targets has {len(targets)} ids for {T} inputs")
+        tgt = python_ids("targets", targets[:T], V)
+        h0 = real_array("hprev", hprev, shape=(H, 1))
+        f64 = {n: p.astype(np.float64, copy=False) for n, p in zip(_NAMES, params)}
+        # column-vector script -> fastbptt's row layout: Wxh is U, Whh is W, Why is V;
+        # (n, 1) columns are read as [n] rows and hprev as one batch row
+        p = {"U": f64["Wxh"], "W": f64["Whh"], "b": f64["bh"].reshape(H), "V": f64["Why"],
+             "c": f64["by"].reshape(V)}
+        loss, g, h_last = api.loss_and_grad(p, ids[:, None], tgt[:, None],
+                                            h0.astype(np.float64).reshape(1, H), backend="cpu")
+        out = []
+        for key, prm in zip(("U", "W", "V", "b", "c"), params):
+            d = g[key].reshape(prm.shape).astype(prm.dtype, copy=False)
+            np.clip(d, -5, 5, out=d)
+            out.append(d)
+        return np.float64(loss), *out, h_last.reshape(H, 1)
+
+    return lossFun
+
+
+def _params(ns, strict=False):
+    """The five arrays from the namespace, checked; missing names raise NameError if strict."""
+    missing = [k for k in _NAMES if k not in ns]
+    if missing:
+        if strict:
+            raise NameError(f"name {missing[0]!r} is not defined (lossFun reads Wxh, Whh, Why, "
+                            "bh, by from the namespace given to min_char_rnn)")
+        return None
+    Whh = real_array("Whh", ns["Whh"], ndim=2)
     H = Whh.shape[0]
-    Wxh = float_array("Wxh", Wxh, shape=(H, None))
+    Wxh = real_array("Wxh", ns["Wxh"], shape=(H, None))
     V = Wxh.shape[1]
-    Why = float_array("Why", Why, shape=(V, H))
-    bh = float_array("bh", bh, shape=(H, 1))
-    by = float_array("by", by, shape=(V, 1))
+    Why = real_array("Why", ns["Why"], shape=(V, H))
+    bh = real_array("bh", ns["bh"], shape=(H, 1))
+    by = real_array("by", ns["by"], shape=(V, 1))
     if Whh.shape != (H, H) or H == 0 or V == 0:
         raise ValueError(f"Whh must be square (H, H) with H > 0 and Wxh (H, V) with V > 0; "
                          f"got Whh {Whh.shape}, Wxh {Wxh.shape}")
-    dtype = same_dtype(Wxh=Wxh, Whh=Whh, Why=Why, bh=bh, by=by)
-
-    def lossFun(inputs, targets, hprev):
-        ids = id_sequence("inputs", inputs, V)
-        tgt = id_sequence("targets", targets, V)
-        if tgt.shape != ids.shape:
-            raise ValueError(f"targets must have one id per input: got {tgt.shape[0]} targets "
-                             f"for {ids.shape[0]} inputs")
-        h0 = float_array("hprev", hprev, shape=(H, 1))
-        if h0.dtype != dtype:
-            raise TypeError(f"hprev has dtype {h0.dtype} but the parameters have {dtype}")
-        if ids.shape[0] == 0:          # the original loops zero times
-            z = [np.zeros_like(a) for a in (Wxh, Whh, Why, bh, by)]
-            return 0.0, *z, np.copy(h0)
-        # column-vector script -> fastbptt's row layout: Wxh is U, Whh is W, Why is V;
-        # the (n, 1) columns are read as [n] rows and hprev as one batch row (all views)
-        params = {"U": Wxh, "W": Whh, "b": bh.reshape(H), "V": Why, "c": by.reshape(V)}
-        loss, g, h_last = api.loss_and_grad(params, ids[:, None], tgt[:, None], h0.reshape(1, H),
-                                            backend="cpu")
-        out = (g["U"], g["W"], g["V"], g["b"].reshape(H, 1), g["c"].reshape(V, 1))
-        for d in out:                  # the original clips before returning (fresh arrays here)
-            np.clip(d, -5, 5, out=d)
-        return loss, *out, h_last.reshape(H, 1)
-
-    return lossFun
+    float_params(Wxh=Wxh, Whh=Whh, Why=Why, bh=bh, by=by)
+    vs = ns.get("vocab_size", V)
+    if vs != V:
+        raise ValueError(f"vocab_size is {vs} but Wxh has {V} columns (the gist's one-hot "
+                         "inputs would not fit Wxh)")
+    return Wxh, Whh, Why, bh, by

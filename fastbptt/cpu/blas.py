@@ -1,0 +1,254 @@
+"""BLAS ``?gemm`` called straight from compiled code, and its thread policy.
+
+Every product of the CPU backend, inside the time loops and outside, goes through
+:func:`gemm`: one BLAS, so two libraries' thread pools never spin against each other on a
+small machine. Products take row-major 2-D arrays whose rows may be strided (a state row
+``[B, K·H]`` is read as h ``[B, H]`` with leading dimension K·H); columns are contiguous.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .._jit import njit
+
+_JIT = dict(cache=True, nogil=True, error_model="numpy")
+
+# The fused kernel calls the Fortran-ABI ?gemm through symbols registered with LLVM
+# (``fastbptt_sgemm``, ``fastbptt_dgemm``, ...): by default the OpenBLAS that SciPy ships (the
+# one Numba's np.dot uses); Intel MKL's with FASTBPTT_BLAS=mkl and the optional ``mkl`` package
+# installed. MKL is not the default: on the 2-vCPU AMD EPYC this was tuned on, MKL 2026.2 ran
+# every product on one thread (it counts physical cores) at about 93 GFLOP/s, where OpenBLAS
+# used both and reached about 200 on the large size's 8192x1024x1024 products.
+# Symbols, unlike function-pointer constants, keep the kernel cacheable on disk: they are
+# resolved when the cached code is linked, so registration must precede the first call.
+import ctypes as _ct
+import os as _os
+import sys as _sys
+
+from numba import types as _nbt
+
+BLAS_NAME = None         # "mkl" or "scipy-openblas" once registered
+
+
+def _mkl_gemm_addresses():
+    """(sgemm, dgemm, set-threads) addresses in MKL's single dynamic library, or None."""
+    if _os.environ.get("FASTBPTT_BLAS", "").lower() != "mkl":
+        return None
+    names = ["libmkl_rt.so.3", "libmkl_rt.so.2", "libmkl_rt.so"]
+    dirs = [_os.path.join(_sys.prefix, "lib"), ""]
+    for d in dirs:
+        for n in names:
+            try:
+                lib = _ct.CDLL(_os.path.join(d, n) if d else n)
+            except OSError:
+                continue
+            try:
+                return tuple(_ct.cast(getattr(lib, f), _ct.c_void_p).value
+                             for f in ("sgemm_", "dgemm_", "MKL_Set_Num_Threads_Local"))
+            except AttributeError:
+                continue
+    return None
+
+
+def _scipy_gemm_addresses():
+    from scipy.linalg import cython_blas
+    get = _ct.pythonapi.PyCapsule_GetPointer
+    get.restype = _ct.c_void_p
+    get.argtypes = [_ct.py_object, _ct.c_char_p]
+    caps = cython_blas.__pyx_capi__
+    return tuple(get(caps[n], get_capsule_name(caps[n])) for n in ("sgemm", "dgemm")) + \
+        (_openblas_threads_local(),)
+
+
+def _openblas_threads_local():
+    """Address of SciPy's OpenBLAS ``openblas_set_num_threads_local`` (int -> int).
+
+    Falls back to libc's ``abs`` (same signature, no effect) when that OpenBLAS is not found.
+    """
+    import glob
+    import scipy
+    libdir = _os.path.join(_os.path.dirname(_os.path.dirname(scipy.__file__)), "scipy.libs")
+    for path in sorted(glob.glob(_os.path.join(libdir, "libscipy_openblas*.so*"))):
+        try:
+            return _ct.cast(_ct.CDLL(path).openblas_set_num_threads_local, _ct.c_void_p).value
+        except (OSError, AttributeError):
+            continue
+    return _ct.cast(_ct.CDLL(None).abs, _ct.c_void_p).value
+
+
+def get_capsule_name(cap):
+    f = _ct.pythonapi.PyCapsule_GetName
+    f.restype = _ct.c_char_p
+    f.argtypes = [_ct.py_object]
+    return f(cap)
+
+
+def register_blas():
+    """Register ``fastbptt_sgemm``/``fastbptt_dgemm`` (once); returns the BLAS's name."""
+    global BLAS_NAME
+    if BLAS_NAME is None:
+        from llvmlite import binding
+        addrs = _mkl_gemm_addresses()
+        name = "mkl"
+        if addrs is None:
+            addrs, name = _scipy_gemm_addresses(), "scipy-openblas"
+        small = _scipy_gemm_addresses() if name == "mkl" else addrs
+        binding.add_symbol("fastbptt_sgemm", addrs[0])
+        binding.add_symbol("fastbptt_dgemm", addrs[1])
+        binding.add_symbol("fastbptt_sgemm_small", small[0])
+        binding.add_symbol("fastbptt_dgemm_small", small[1])
+        binding.add_symbol("fastbptt_threads_local", addrs[2])
+        BLAS_NAME = name
+    return BLAS_NAME
+
+
+_P = _nbt.intp   # pointers travel as integers (x86-64 and aarch64 pass both the same way)
+_sgemm = _nbt.ExternalFunction("fastbptt_sgemm", _nbt.void(*([_P] * 13)))
+_dgemm = _nbt.ExternalFunction("fastbptt_dgemm", _nbt.void(*([_P] * 13)))
+# tiny products (min-char-rnn's 1x100x100 step) go to OpenBLAS even when MKL is there: its
+# per-call overhead is lower (0.52 against 0.69 us measured for that step)
+_sgemm_small = _nbt.ExternalFunction("fastbptt_sgemm_small", _nbt.void(*([_P] * 13)))
+_dgemm_small = _nbt.ExternalFunction("fastbptt_dgemm_small", _nbt.void(*([_P] * 13)))
+_SMALL_GEMM = 1 << 16      # m·n·k below which a product counts as tiny
+# Threads: a product below _THREAD_MIN multiply-adds (about 3 ms on one core) runs on one
+# thread; only the big all-rows products of the medium and large sizes use every core. Why:
+# a threaded product synchronises its threads, and when another process holds one of the two
+# cores that wait lasts a scheduler slice. Measured on this shared 2-vCPU machine with the
+# per-step products of medium threaded (threshold 2^22): 5.2 s per call instead of 0.17 s;
+# the time loops make 2·T such products, the big ones are 7 per call. On an idle machine a
+# second thread would save about a third of the per-step time at large.
+# The setting is the BLAS's thread-local one (OpenBLAS's openblas_set_num_threads_local or
+# MKL_Set_Num_Threads_Local), restored before the kernel returns.
+_THREAD_MIN = 1 << 24
+_threads_local = _nbt.ExternalFunction("fastbptt_threads_local", _nbt.int32(_nbt.int32))
+
+
+def _max_threads():
+    """Threads the big products may use: the cores available, capped by the usual env vars."""
+    try:
+        n = len(_os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        n = _os.cpu_count() or 1
+    for var in ("FASTBPTT_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        v = _os.environ.get(var, "").split(",")[0].strip()
+        if v.isdigit() and int(v) > 0:
+            n = min(n, int(v))
+    return max(1, n)
+
+
+@njit(**_JIT)
+def gemm_scratch(nthreads, dtype_like):
+    """The scratch arrays :func:`gemm` takes, for big products on up to nthreads threads."""
+    sc = np.empty(11, np.int32)
+    sc[8] = nthreads
+    sc[9] = -1
+    sc[10] = 0
+    return sc, np.empty(2, dtype_like.dtype)
+
+
+@njit(**_JIT)
+def restore_threads(scratch):
+    """Put back the BLAS thread setting :func:`gemm` found, if it changed it."""
+    if scratch[9] != -1:
+        _threads_local(scratch[10])
+        scratch[9] = -1
+
+
+@njit(**_JIT)
+def _ld(M, isz):
+    """BLAS leading dimension of a row-major 2-D array: its row stride. A single row's stride
+    is whatever NumPy left there (any value is valid for a length-1 axis), so it is the row
+    length then, as BLAS requires ld >= max(1, columns)."""
+    if M.shape[0] > 1:
+        return M.strides[0] // isz
+    return max(1, M.shape[1])
+
+
+@njit(**_JIT)
+def gemm(A, ta, B, tb, C, beta, scratch, fscratch):
+    """C = op(A) @ op(B) + beta·C for row-major 2-D arrays, op = transpose if t.
+
+    Columns must be contiguous; rows may be strided (the row stride is the leading dimension).
+
+    scratch int32[11] and fscratch (C's dtype)[2] hold the by-reference Fortran arguments;
+    scratch[8] is the most threads a big product may use, scratch[9] the thread count last
+    set (-1: none yet) and scratch[10] the caller's setting, for :func:`restore_threads`.
+    """
+    m, n = C.shape
+    k = A.shape[0] if ta else A.shape[1]
+    isz = C.itemsize
+    if m == 0 or n == 0:
+        return
+    # row-major C = op(A) op(B)  <=>  column-major Cᵀ = op(B)ᵀ op(A)ᵀ
+    scratch[0] = 84 if tb else 78        # 'T' / 'N'
+    scratch[1] = 84 if ta else 78
+    scratch[2] = n
+    scratch[3] = m
+    scratch[4] = k
+    scratch[5] = _ld(B, isz)             # leading dimensions: the row strides
+    scratch[6] = _ld(A, isz)
+    scratch[7] = _ld(C, isz)
+    fscratch[0] = 1
+    fscratch[1] = beta
+    s = scratch.ctypes.data
+    f = fscratch.ctypes.data
+    fsz = fscratch.itemsize
+    if k == 0:
+        for i in range(m):
+            for j in range(n):
+                C[i, j] = C[i, j] * beta if beta != 0 else 0
+        return
+    args = (s, s + 4, s + 8, s + 12, s + 16, f, B.ctypes.data, s + 20, A.ctypes.data, s + 24,
+            f + fsz, C.ctypes.data, s + 28)
+    mnk = m * n * k
+    if mnk >= _SMALL_GEMM:                      # tiny ones go to OpenBLAS, one thread anyway
+        want = 1 if mnk < _THREAD_MIN else scratch[8]
+        if want != scratch[9]:
+            prev = _threads_local(want)
+            if scratch[9] == -1:
+                scratch[10] = prev
+            scratch[9] = want
+    if mnk < _SMALL_GEMM:
+        if C.itemsize == 4:
+            _sgemm_small(*args)
+        else:
+            _dgemm_small(*args)
+    elif C.itemsize == 4:
+        _sgemm(*args)
+    else:
+        _dgemm(*args)
+
+
+
+
+LP64_MAX = 2 ** 31          # gemm passes sizes to BLAS as 32-bit ints
+NTHREADS = _max_threads()
+_PINNED = any(_os.environ.get(v, "").split(",")[0].strip().isdigit()
+              for v in ("FASTBPTT_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                        "OMP_NUM_THREADS"))
+_busy = [-1.0, NTHREADS]          # [when last looked, threads the big products may use]
+
+
+def threads_now():
+    """Threads for this call's big products: the cores no other runnable task is using.
+
+    A threaded product waits for all of its threads at its end; when another process holds
+    one of the cores, that wait lasts a scheduler slice and the call collapses (measured
+    10x slower at the small size with one core busy). So before each call the runnable
+    tasks are counted (``/proc/loadavg``'s running field, re-read at most every 0.25 s,
+    about 10 µs) and the big products get only the cores left free. An explicit thread
+    count in the environment (``FASTBPTT_NUM_THREADS``, ``OMP_NUM_THREADS``, ...) is
+    followed as it is.
+    """
+    if NTHREADS == 1 or _PINNED:
+        return NTHREADS
+    import time
+    now = time.monotonic()
+    if now - _busy[0] > 0.25:
+        try:
+            with open("/proc/loadavg") as f:
+                running = int(f.read().split()[3].split("/")[0])
+        except (OSError, ValueError, IndexError):
+            running = 1
+        _busy[0], _busy[1] = now, max(1, min(NTHREADS, NTHREADS - (running - 1)))
+    return _busy[1]

@@ -1,0 +1,49 @@
+"""The layer API on the CPU: one layer's forward rows and backward gradients, any cell."""
+from __future__ import annotations
+
+import numpy as np
+
+from .blas import gemm, gemm_scratch, register_blas, restore_threads, threads_now
+from .fused import xblocks_of
+from .steps import backward_steps, forward_steps, input_delta, input_grads, recurrent_grads
+
+
+def forward(cell, x, state0, U, W, b, bn, act):
+    """State rows [T+1, B, K·H] of the layer over x [T, B, n_in] from state0 [B, S·H]."""
+    register_blas()
+    T, B, n_in = x.shape
+    H, GH, dt = W.shape[1], W.shape[0], W.dtype
+    sc, fs = gemm_scratch(threads_now(), W)
+    pre = np.empty((T, B, GH), dt)                       # x Uᵀ + b, all rows at once
+    pre2 = pre.reshape(-1, GH)
+    pre2[...] = b
+    gemm(x.reshape(-1, n_in), 0, U, 1, pre2, 1.0, sc, fs)
+    rows = np.empty((T + 1, B, cell.K * H), dt)
+    rows[0, :, :cell.S * H] = state0
+    rec = np.empty((B if cell.split else 0, GH), dt)
+    forward_steps(cell.code, cell.split, pre, rows, W, bn if bn is not None else np.empty(0, dt),
+                  rec, act, sc, fs)
+    restore_threads(sc)
+    return rows
+
+
+def backward(cell, dhs, dstate, x, rows, U, W, bn, act):
+    """(dx, dU, dW, db, dbn) given ∂L/∂h_t for every step; dstate [B, S·H] in/out."""
+    register_blas()
+    T, B, n_in = x.shape
+    H, dt = W.shape[1], W.dtype
+    sc, fs = gemm_scratch(threads_now(), W)
+    delta = np.empty((T, B, cell.D * H), dt)
+    backward_steps(cell.code, dhs, 0, rows, W, dstate, delta, act, sc, fs)
+    d2 = delta.reshape(-1, cell.D * H)
+    xb = xblocks_of(cell)
+    dW = np.empty_like(W)
+    dbn = np.empty(H, dt) if bn is not None else np.empty(0, dt)
+    recurrent_grads(d2, rows[:-1].reshape(-1, cell.K * H)[:, :H], dW, dbn, cell.bn_col, 0.0, sc, fs)
+    dU = np.empty_like(U)
+    db = np.empty(U.shape[0], dt)
+    input_grads(xb, d2, x.reshape(-1, n_in), dU, db, 0.0, sc, fs)
+    dx = np.empty((T, B, n_in), dt)
+    input_delta(xb, d2, U, dx.reshape(-1, n_in), sc, fs)
+    restore_threads(sc)
+    return dx, dU, dW, db, (dbn if bn is not None else None)

@@ -1,0 +1,158 @@
+"""The cell-agnostic time loops: one product for the recurrent part, then the cell's kernel.
+
+The loops never know which cell they run: ``cell`` is the small integer of
+:class:`fastbptt.cells.Cell` (0 rnn, 1 lstm, 2 gru), and :func:`cell_forward` /
+:func:`cell_backward` are the only places that map it to a cell's kernels (a fourth cell adds
+one line to each). Passing kernels as arguments would defeat Numba's disk cache.
+
+Shapes (one run of n steps): ``pre [n, B, G·H]`` input projections x_t Uᵀ + b (consumed),
+``rows [n+1, B, K·H]`` state rows with the initial state in row 0, ``delta [n, B, D·H]``,
+``dstate [B, S·H]`` the one accumulating delta-state buffer.
+"""
+from __future__ import annotations
+
+from .._jit import njit
+from . import gru, lstm, rnn
+from .blas import gemm
+
+_JIT = dict(cache=True, nogil=True, error_model="numpy")
+# per-step kernels are inlined into their time loops: a call per step cost ~0.5 µs
+_INLINE = dict(_JIT, inline="always")
+
+
+@njit(**_INLINE)
+def cell_forward(cell, pre, rec, prev, cur, bn, H, act):
+    if cell == 0:
+        rnn.forward_pointwise(pre, rec, prev, cur, bn, H, act)
+    elif cell == 1:
+        lstm.forward_pointwise(pre, rec, prev, cur, bn, H, act)
+    else:
+        gru.forward_pointwise(pre, rec, prev, cur, bn, H, act)
+
+
+@njit(**_INLINE)
+def cell_backward(cell, dstate, cur, prev, delta, H, act):
+    if cell == 0:
+        rnn.backward_pointwise(dstate, cur, prev, delta, H, act)
+    elif cell == 1:
+        lstm.backward_pointwise(dstate, cur, prev, delta, H, act)
+    else:
+        gru.backward_pointwise(dstate, cur, prev, delta, H, act)
+
+
+@njit(**_INLINE)
+def forward_step(cell, split, pre_t, rec, prev, cur, W, bn, act, sc, fs):
+    """State row ``cur`` [B, K·H] from ``prev`` and pre_t [B, G·H] (overwritten if not split)."""
+    H = W.shape[1]
+    if split:
+        gemm(prev[:, :H], 0, W, 1, rec, 0.0, sc, fs)          # rec = h_{t-1} Wᵀ
+    else:
+        gemm(prev[:, :H], 0, W, 1, pre_t, 1.0, sc, fs)        # pre_t += h_{t-1} Wᵀ
+    cell_forward(cell, pre_t, rec, prev, cur, bn, H, act)
+
+
+@njit(**_INLINE)
+def backward_step(cell, delta_t, cur, prev, dstate, W, act, sc, fs):
+    """delta_t [B, D·H] from dstate; dstate becomes ∂L/∂(state at t-1)."""
+    H = W.shape[1]
+    GH = W.shape[0]
+    cell_backward(cell, dstate, cur, prev, delta_t, H, act)
+    gemm(delta_t[:, :GH], 0, W, 0, dstate[:, :H], 1.0, sc, fs)   # dh_{t-1} += δ_rec W
+
+
+@njit(**_JIT)
+def forward_steps(cell, split, pre, rows, W, bn, rec, act, sc, fs):
+    """Run the recurrence over n steps: rows[1:] from rows[0] and pre [n, B, G·H].
+
+    rec [B, G·H] is scratch for split cells (any shape otherwise).
+    """
+    for t in range(pre.shape[0]):
+        forward_step(cell, split, pre[t], rec, rows[t], rows[t + 1], W, bn, act, sc, fs)
+
+
+@njit(**_JIT)
+def backward_steps(cell, dhe, inj0, rows, W, dstate, delta, act, sc, fs):
+    """Backpropagate through n steps with one accumulating delta-state buffer.
+
+    dhe [m, B, H]  ∂L/∂h_t from above for steps inj0 .. n-1 (m = n - inj0)
+    rows [n+1, B, K·H], W [G·H, H]
+    dstate [B, S·H]  in: ∂L/∂state_n from later steps; out: ∂L/∂state_0
+    delta [n, B, D·H]  out
+    """
+    n = rows.shape[0] - 1
+    H = W.shape[1]
+    B = dstate.shape[0]
+    for t in range(n - 1, -1, -1):
+        if t >= inj0:
+            e = dhe[t - inj0]
+            for i in range(B):
+                for j in range(H):
+                    dstate[i, j] += e[i, j]
+        backward_step(cell, delta[t], rows[t + 1], rows[t], dstate, W, act, sc, fs)
+
+
+# --------------------------------------------------------------------------- weight gradients
+# After a backward run, every weight gradient is one product over all of its T·B rows. The
+# input side of the delta is a few column blocks (the cell's ``xblocks``, as int64 [nb, 3]
+# in units of H: delta column, row of U, width).
+
+@njit(**_JIT)
+def recurrent_grads(delta, hprev, gW, gbn, bn_col, beta, sc, fs):
+    """gW (+)= δ_recᵀ h_prev and gbn (+)= Σ_rows δ[:, bn block]; delta [R, D·H], hprev [R, H]."""
+    H = gW.shape[1]
+    gemm(delta[:, :gW.shape[0]], 1, hprev, 0, gW, beta, sc, fs)
+    if bn_col >= 0:
+        c0 = bn_col * H
+        if beta == 0:
+            gbn[:] = 0
+        for r in range(delta.shape[0]):
+            for j in range(H):
+                gbn[j] += delta[r, c0 + j]
+
+
+@njit(**_JIT)
+def input_grads(xblocks, delta, x, gU, gb, beta, sc, fs):
+    """gU (+)= δ_xᵀ x [G·H, I] and gb (+)= Σ_rows δ_x, block by block; x [R, I]."""
+    H = gU.shape[0] // _gates(xblocks)
+    if beta == 0:
+        gb[:] = 0
+    for k in range(xblocks.shape[0]):
+        dc, ur, w = xblocks[k, 0] * H, xblocks[k, 1] * H, xblocks[k, 2] * H
+        gemm(delta[:, dc:dc + w], 1, x, 0, gU[ur:ur + w], beta, sc, fs)
+        for r in range(delta.shape[0]):
+            for j in range(w):
+                gb[ur + j] += delta[r, dc + j]
+
+
+@njit(**_JIT)
+def onehot_grads(xblocks, delta, ids, gUT, gb, beta):
+    """One-hot inputs: gUT [I, G·H] (+)= rows of δ_x scattered by id (repeats add), gb (+)= Σ δ_x."""
+    H = gUT.shape[1] // _gates(xblocks)
+    if beta == 0:
+        gUT[:] = 0
+        gb[:] = 0
+    for r in range(delta.shape[0]):
+        row = gUT[ids[r]]
+        for k in range(xblocks.shape[0]):
+            dc, ur, w = xblocks[k, 0] * H, xblocks[k, 1] * H, xblocks[k, 2] * H
+            for j in range(w):
+                row[ur + j] += delta[r, dc + j]
+                gb[ur + j] += delta[r, dc + j]
+
+
+@njit(**_JIT)
+def input_delta(xblocks, delta, U, dx, sc, fs):
+    """dx [R, I] = δ_x U: the gradient of the layer's inputs (embeddings, layers below)."""
+    H = U.shape[0] // _gates(xblocks)
+    for k in range(xblocks.shape[0]):
+        dc, ur, w = xblocks[k, 0] * H, xblocks[k, 1] * H, xblocks[k, 2] * H
+        gemm(delta[:, dc:dc + w], 0, U[ur:ur + w], 0, dx, 0.0 if k == 0 else 1.0, sc, fs)
+
+
+@njit(**_JIT)
+def _gates(xblocks):
+    """G: the rows of U the blocks cover, in units of H."""
+    g = 0
+    for k in range(xblocks.shape[0]):
+        g = max(g, xblocks[k, 1] + xblocks[k, 2])
+    return g
