@@ -55,7 +55,7 @@ def main(argv=None):
             def fwd():
                 hs[0] = h0
                 pre[...] = xu                # the kernel consumes its input projections
-                cpu.forward_steps(0, False, pre, hs, W, e0, e1, 0, sc, fs)
+                cpu.forward_steps(cpu.cell_tag(0), False, pre, hs, W, e0, e1, 0, sc, fs)
 
             fwd()
             dhe[...] = 0
@@ -64,7 +64,7 @@ def main(argv=None):
 
             def bwd():
                 dh[...] = 0
-                cpu.backward_steps(0, dhe, 0, hs, W, dh, da, 0, sc, fs)
+                cpu.backward_steps(cpu.cell_tag(0), dhe, 0, hs, W, dh, da, 0, sc, fs)
 
             bwd()
             if name == "subnormal":      # the whole run really is subnormal

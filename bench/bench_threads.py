@@ -78,7 +78,7 @@ def main(argv=None):
 
     rows = {
         "loss_and_grad (cpu)": lambda j: fastbptt.loss_and_grad(p, ids[j][:-1], ids[j][1:]),
-        "forward_steps kernel": lambda j: cpu.forward_steps(0, False, xu[j], hs[j], W, e0, e1, 0, sc, fs),
+        "forward_steps kernel": lambda j: cpu.forward_steps(cpu.cell_tag(0), False, xu[j], hs[j], W, e0, e1, 0, sc, fs),
         f"reference (numpy, T={a.reference_T})":
             lambda j: fastbptt.loss_and_grad(p, ref_ids[j][:-1], ref_ids[j][1:], backend="numpy"),
     }
@@ -99,11 +99,11 @@ def main(argv=None):
     Ts = 10 * a.T                                                   # long enough to dwarf 5 ms switches
     xs = rng.standard_normal((Ts, a.B, a.H)).astype(np.float32)
     hss = np.zeros((Ts + 1, a.B, a.H), np.float32)
-    held(0, False, xs[:2].copy(), hss[:3], W, e0, e1, 0, sc, fs)
+    held(cpu.cell_tag(0), False, xs[:2].copy(), hss[:3], W, e0, e1, 0, sc, fs)
     print(f"\nlongest stall of a Python loop in the main thread while forward_steps (T={Ts}) "
           "runs in another:")
     for name, k in (("nogil=True (fastbptt)", cpu.forward_steps), ("GIL held (same code)", held)):
-        stall, dur = min((_stall(lambda: k(0, False, xs, hss, W, e0, e1, 0, sc, fs)) for _ in range(a.repeats)),
+        stall, dur = min((_stall(lambda: k(cpu.cell_tag(0), False, xs, hss, W, e0, e1, 0, sc, fs)) for _ in range(a.repeats)),
                          key=lambda r: r[0] / r[1])
         print(f"  {name:24s} {stall * 1e3:7.1f} ms of {dur * 1e3:7.1f} ms ({100 * stall / dur:5.1f}%)")
 

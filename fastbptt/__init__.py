@@ -17,7 +17,7 @@ __all__ = ["init_params", "loss_and_grad", "rnn_forward", "rnn_backward", "lstm_
 def __getattr__(name):
     # submodules with optional or heavier dependencies load on first use
     import importlib
-    if name in ("memory", "compat", "stream", "cuda", "engine", "reference", "cpu"):
+    if name in ("memory", "compat", "stream", "cuda", "engine", "reference", "cpu", "distributed"):
         return importlib.import_module(f".{name}", __name__)
     if name in ("from_torch", "to_torch"):  # torch is imported by these functions, not here
         return getattr(importlib.import_module(".torch_io", __name__), name)

@@ -1,12 +1,19 @@
 """The public API: validate, make contiguous, allocate, dispatch to a backend."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Union
+
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from . import _validate as V
 from . import layer as _layer
 from . import reference
 from .layer import LayerCache
+
+# a recurrent state: an array [B, H] (or [layers, B, H]), the LSTM's (h, c) tuple, or None
+State = Union[ArrayLike, tuple, None]
 from ._memcheck import check_fits
 
 
@@ -25,8 +32,10 @@ def _backend_ops(backend, p):
     raise AssertionError(backend)
 
 
-def init_params(n_in, n_hidden, n_out, *, cell="rnn", num_layers=1, bidirectional=False,
-                vocab_size=None, dtype=np.float32, seed=None):
+def init_params(n_in: int, n_hidden: int, n_out: int, *, cell: str = "rnn",
+                num_layers: int = 1, bidirectional: bool = False,
+                vocab_size: int | None = None, dtype: DTypeLike = np.float32,
+                seed: int | np.random.Generator | None = None) -> dict[str, np.ndarray]:
     """Randomly initialised parameters of a recurrent network with a linear output layer.
 
     Parameters
@@ -107,9 +116,14 @@ def init_params(n_in, n_hidden, n_out, *, cell="rnn", num_layers=1, bidirectiona
     return params
 
 
-def loss_and_grad(params, inputs, targets, h0=None, *, cell="rnn", activation="tanh",
-                  num_layers=1, bidirectional=False, loss="cross_entropy", reduction="sum", mask=None, batch_first=False,
-                  backend="cpu", truncate=None, checkpoint=None, check_finite=False):
+def loss_and_grad(params: Mapping[str, ArrayLike], inputs: ArrayLike, targets: ArrayLike,
+                  h0: State = None, *, cell: str = "rnn", activation: str = "tanh",
+                  num_layers: int = 1, bidirectional: bool = False,
+                  loss: str = "cross_entropy", reduction: str = "sum",
+                  mask: ArrayLike | None = None, batch_first: bool = False, backend: str = "cpu",
+                  truncate: int | tuple[int, int] | None = None,
+                  checkpoint: int | str | None = None,
+                  check_finite: bool = False) -> tuple[float, dict[str, np.ndarray], State]:
     """Loss, gradients and final state of a recurrent network over a batch of sequences.
 
     Model: a recurrent cell, then a linear output layer ``o_t = h_t Vᵀ + c``. The cells
@@ -259,7 +273,9 @@ def _check_finite(loss, grads):
 RNNCache = LayerCache      # the name the first release used
 
 
-def rnn_forward(x, h0, U, W, b, *, activation="tanh", batch_first=False, backend="cpu"):
+def rnn_forward(x: ArrayLike, h0: ArrayLike | None, U: ArrayLike, W: ArrayLike, b: ArrayLike, *,
+                activation: str = "tanh", batch_first: bool = False,
+                backend: str = "cpu") -> tuple[np.ndarray, LayerCache]:
     """Forward pass of an Elman layer alone, for composing with your own layers.
 
     Parameters
@@ -287,7 +303,8 @@ def rnn_forward(x, h0, U, W, b, *, activation="tanh", batch_first=False, backend
                           batch_first=batch_first, backend=backend)
 
 
-def rnn_backward(dhs, cache, dh_last=None):
+def rnn_backward(dhs: ArrayLike, cache: LayerCache, dh_last: ArrayLike | None = None
+                 ) -> tuple[np.ndarray, ...]:
     """Backward pass of an Elman layer.
 
     Parameters
@@ -309,7 +326,9 @@ def rnn_backward(dhs, cache, dh_last=None):
     return dx, ds, dU, dW, db
 
 
-def lstm_forward(x, h0, c0, U, W, b, *, batch_first=False, backend="cpu"):
+def lstm_forward(x: ArrayLike, h0: ArrayLike | None, c0: ArrayLike | None, U: ArrayLike,
+                 W: ArrayLike, b: ArrayLike, *, batch_first: bool = False,
+                 backend: str = "cpu") -> tuple[np.ndarray, LayerCache]:
     """Forward pass of an LSTM layer alone (gate rows i, f, g, o, as PyTorch).
 
     Parameters
@@ -331,7 +350,8 @@ def lstm_forward(x, h0, c0, U, W, b, *, batch_first=False, backend="cpu"):
     return _layer.forward("lstm", x, h0, c0, U, W, b, batch_first=batch_first, backend=backend)
 
 
-def lstm_backward(dhs, cache, dh_last=None, dc_last=None):
+def lstm_backward(dhs: ArrayLike, cache: LayerCache, dh_last: ArrayLike | None = None,
+                  dc_last: ArrayLike | None = None) -> tuple[np.ndarray, ...]:
     """Backward pass of an LSTM layer.
 
     Parameters
@@ -349,10 +369,17 @@ def lstm_backward(dhs, cache, dh_last=None, dc_last=None):
     """
     dx, ds, dU, dW, db, _ = _layer.backward("lstm", dhs, cache, dh_last, dc_last)
     H = ds.shape[1] // 2
-    return dx, ds[:, :H].copy(), ds[:, H:].copy(), dU, dW, db
+    if hasattr(ds, "copy_to_host"):                  # a device array: no .copy()
+        from . import cuda
+        dh0, dc0 = cuda.split_state(ds, 2)
+    else:
+        dh0, dc0 = ds[:, :H].copy(), ds[:, H:].copy()
+    return dx, dh0, dc0, dU, dW, db
 
 
-def gru_forward(x, h0, U, W, b, bn, *, batch_first=False, backend="cpu"):
+def gru_forward(x: ArrayLike, h0: ArrayLike | None, U: ArrayLike, W: ArrayLike, b: ArrayLike,
+                bn: ArrayLike, *, batch_first: bool = False,
+                backend: str = "cpu") -> tuple[np.ndarray, LayerCache]:
     """Forward pass of a GRU layer alone (gate rows r, z, n, as PyTorch).
 
     Parameters
@@ -375,7 +402,8 @@ def gru_forward(x, h0, U, W, b, bn, *, batch_first=False, backend="cpu"):
                           backend=backend)
 
 
-def gru_backward(dhs, cache, dh_last=None):
+def gru_backward(dhs: ArrayLike, cache: LayerCache, dh_last: ArrayLike | None = None
+                 ) -> tuple[np.ndarray, ...]:
     """Backward pass of a GRU layer.
 
     Returns

@@ -227,7 +227,7 @@ def _worker(argv):
     cell = argv[5] if len(argv) > 5 else "rnn"
     t0 = time.perf_counter()
     if impl == "fastbptt" and backend == "cuda":
-        _worker_cuda(size, dtype, min_time)
+        _worker_cuda(size, dtype, min_time, cell)
         return
     if impl.startswith("sgemm-"):
         fn = _fn_sgemm(impl[6:], dtype)
@@ -246,20 +246,21 @@ def _worker(argv):
                           gflops=fl / med / 1e9)))
 
 
-def _worker_cuda(size, dtype, min_time):
+def _worker_cuda(size, dtype, min_time, cell="rnn"):
     """The CUDA backend's own timing hook: arrays already on the device, synchronised calls."""
     from . import cuda
     T, B, n_in, H, n_out, _ = SIZES[size]
     t0 = time.perf_counter()
-    r = cuda.benchmark(T, B, H, n_in=n_in, n_out=n_out, dtype=dtype, repeats=1, warmup=1)
+    r = cuda.benchmark(T, B, H, n_in=n_in, n_out=n_out, dtype=dtype, repeats=1, warmup=1, cell=cell)
     first = time.perf_counter() - t0
     reps = int(max(5, min(1000, min_time / max(r["seconds"], 1e-6))))
-    r = cuda.benchmark(T, B, H, n_in=n_in, n_out=n_out, dtype=dtype, repeats=reps, warmup=1)
+    r = cuda.benchmark(T, B, H, n_in=n_in, n_out=n_out, dtype=dtype, repeats=reps, warmup=1,
+                       cell=cell)
     med = r["seconds"]
     print(json.dumps(dict(ok=True, impl="fastbptt", size=size, dtype=dtype, setup_s=0.0,
                           blas=f"cuda ({r['device']}, {r['path']}; one-hot ids)", first_s=first,
                           median_s=med, min_s=min(r["all"]), reps=len(r["all"]),
-                          gflops=flops(T, B, n_in, H, n_out) / med / 1e9)))
+                          gflops=flops(T, B, n_in, H, n_out, cell=cell) / med / 1e9)))
 
 
 def _run_child(impl, size, dtype, backend, min_time, timeout, cell="rnn"):
@@ -379,7 +380,7 @@ def run_bench(sizes: list[str], dtype: str = "float32", backend: str = "cpu", im
     rows = []
     for size in sizes:
         T, B, n_in, H, n_out, _ = SIZES[size]
-        fl = flops(T, B, n_in, H, n_out)
+        fl = flops(T, B, n_in, H, n_out, cell)
         med = {}
         for impl in impls:
             ok = [x for x in runs.get((impl, size), []) if x.get("ok")]

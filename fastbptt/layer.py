@@ -45,9 +45,10 @@ def forward(cell, x, h0, c0, U, W, b, bn=None, *, activation="tanh", batch_first
     _check_flag("batch_first", batch_first)
     if backend == "cuda":
         from . import cuda
-        if cl.name == "rnn":
-            return cuda.rnn_forward(x, h0, U, W, b, activation=activation, batch_first=batch_first)
-        raise NotImplementedError(f"cell={cl.name!r} has no CUDA layer kernels yet")
+        hs, f = cuda.layer_forward(cl, x, h0, c0, U, W, b, bn, activation=activation,
+                                   batch_first=batch_first)
+        return hs, LayerCache(cell=cl, activation=activation, backend="cuda",
+                              batch_first=batch_first, **f)
     U, W, b = (V.as_array(n, a) for n, a in (("U", U), ("W", W), ("b", b)))
     extra = {"bn": ("bn", V.as_array("bn", bn))} if "bn" in cl.extra else {}
     n_in, H, dtype = V.check_weights(U, W, b, cell=cl, extra=extra)
@@ -102,9 +103,7 @@ def backward(cell, dhs, cache, dh_last=None, dc_last=None):
         raise TypeError(f"cache must be the cache returned by {want}; got {got}")
     if cache.backend == "cuda":
         from . import cuda
-        if dh_last is not None:
-            raise NotImplementedError("dh_last with backend='cuda' is not implemented yet")
-        return cuda.rnn_backward(dhs, cache) + (None,)
+        return cuda.layer_backward(dhs, cache, dh_last, dc_last)
     cl, rows = cache.cell, cache.rows
     T, B = cache.x.shape[:2]
     H = cache.W.shape[1]

@@ -152,9 +152,12 @@ def estimate(T: int, B: int, n_in: int, n_hidden: int, n_out: int, *,
 
     if fused:
         R = T * B
-        comp = {"states": (T + 1) * B * KH * it, "input_projection": R * GH * it,
-                "logits": R * O * it,
-                "deltas": R * DH * it if cl.D > 1 else 0}         # D = 1: in the projection's memory
+        comp = {"states": (T + 1) * B * KH * it, "input_projection": R * GH * it}
+        # the logits are freed after the head; the deltas are allocated after it (D = 1: they
+        # live in the projection's memory), so the peak holds the larger of the two
+        logits, deltas = R * O * it, (R * DH * it if cl.D > 1 else 0)
+        phase = "head" if logits >= deltas else "backward"
+        comp.update({"logits": logits} if phase == "head" else {"deltas": deltas})
         if cl.split:
             comp["recurrent_scratch"] = B * GH * it
         if inputs == "embed":
@@ -162,7 +165,7 @@ def estimate(T: int, B: int, n_in: int, n_hidden: int, n_out: int, *,
         comp["h_last"] = B * SH * it
         comp.update(fixed)
         comp["weight_copies"] = 0
-        return _finish(comp, "backward")
+        return _finish(comp, phase)
 
     if seg is None:
         store = {"states": (min(T, hist + group) + 1) * B * KH * it}

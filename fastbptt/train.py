@@ -104,6 +104,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
       help="BLAS threads (default 1: the products here are small, and extra threads only "
       "contend on a busy machine; needs threadpoolctl, else the BLAS default is kept)")
     a("--no-progress", action="store_true", help="no progress bar")
+    a("--workers", type=_int_at_least(1), default=None,
+      help="train data-parallel on a local Dask cluster of N worker processes (needs fastbptt[dask])")
+    a("--scheduler", metavar="ADDRESS", help="train data-parallel on the existing Dask cluster at ADDRESS")
 
 
 # --------------------------------------------------------------------------- data
@@ -198,13 +201,18 @@ def train_step(state: State, data: np.ndarray, cfg: dict) -> State:
     if stream.done():                                # end of the streams: next epoch, fresh state
         stream.reset(None)
     loss, grads, h_last = stream.step(state.params)
+    return train_update(state, cfg, loss, grads, h_last, stream.pos)
+
+
+def train_update(state, cfg, loss, grads, h_last, pos):
+    """The State after an interval's (loss, grads, h_last): clipping and the optimizer."""
     grads, _ = clip_global_norm(grads, cfg["clip"])
     params, opt = apply_update(cfg["optimizer"], state.params, state.opt, grads, cfg["lr"], state.step + 1)
     # the loss history is one shared list (copying it every step would cost O(steps²));
     # entries past state.step belong to a step that was never committed and are ignored
     del state.losses[state.step:]
     state.losses.append(loss)
-    return State(params, opt, h_last, state.step + 1, stream.pos, state.losses)
+    return State(params, opt, h_last, state.step + 1, pos, state.losses)
 
 
 # --------------------------------------------------------------------------- sampling
@@ -536,6 +544,14 @@ def main(args: argparse.Namespace) -> int:
           f"{cfg['cell']} cell, hidden {H}, {B} streams x {cfg['bptt']}-step intervals, {cfg['optimizer']} lr {cfg['lr']:g}, "
           f"clip {cfg['clip']:g}, {cfg['dtype']}" + note, flush=True)
 
+    trainer = None
+    if args.workers is not None or args.scheduler is not None:
+        try:
+            from .distributed import trainer_from_args  # data-parallel steps on Dask
+        except ImportError as exc:
+            raise CLIError(str(exc)) from None
+        trainer = trainer_from_args(args, data)
+    step = trainer.step if trainer else train_step
     bar = _Progress(first_step + args.steps, first_step, enabled=not args.no_progress)
     stopped = None                                     # the signal that stopped the run
     limits = _blas_threads(args.threads)
@@ -543,7 +559,7 @@ def main(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         while state.step < first_step + args.steps:
-            state = train_step(state, data, cfg)      # one rebinding: a signal never sees half a step
+            state = step(state, data, cfg)            # one rebinding: a signal never sees half a step
             if not math.isfinite(state.losses[-1]):
                 raise CLIError(f"the loss became {state.losses[-1]} at step {state.step}; "
                                "try a smaller --lr or --clip (no checkpoint written)")
@@ -564,6 +580,8 @@ def main(args: argparse.Namespace) -> int:
         bar.close()
         if limits is not None:
             limits.restore_original_limits()
+        if trainer:
+            trainer.close()
     elapsed = time.perf_counter() - t0
 
     if stopped is not None:
@@ -584,7 +602,8 @@ def main(args: argparse.Namespace) -> int:
           f"{cps:,.0f} chars/s; loss {first:.3f} at step 1 -> {smoothed(losses):.3f} (mean of the last "
           f"{plural(min(50, len(losses)), 'step')}, nats/char) at step {state.step}"
           + (f"; checkpoint {save_path}" if save_path else "")
-          + (f"; plot {args.plot}" if args.plot and losses else ""), flush=True)
+          + (f"; plot {args.plot}" if args.plot and losses else "")
+          + (f"; {trainer.summary()}" if trainer else ""), flush=True)
     if args.json:
         summary = dict(meta=measurement_metadata(meta["command"], meta), corpus=name,
                        characters=len(text), vocab_size=len(vocab),

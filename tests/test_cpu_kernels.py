@@ -235,5 +235,14 @@ def test_bench_cli_smoke(tmp_path):
     assert rows["fastbptt"]["gflops"] > 0 and rows["fastbptt"]["speedup_vs_torch"] is None
     assert "| minchar | fastbptt |" in bench.format_table(res)
     assert bench.flops(64, 128, 1024, 1024, 1024) == 2 * 64 * 128 * 1024 * (2048 + 3072 + 3072)
+    assert bench.flops(64, 128, 1024, 1024, 1024, cell="lstm") == \
+        2 * 64 * 128 * 1024 * (4 * (2048 + 3072) + 3072)        # four gates' products
+    lstm = bench.run_bench(["minchar"], impls=("fastbptt",), min_time=0.05, roofline=False,
+                           log=lambda s: None, cell="lstm")
+    row = lstm["rows"][0]
+    assert lstm["cell"] == "lstm" and row["gflops"] > 0
+    # the table counts the LSTM's flops, not the Elman cell's
+    assert row["gflops"] == pytest.approx(bench.flops(*bench.SIZES["minchar"][:5], cell="lstm")
+                                          / (row["ms"] * 1e-3) / 1e9, rel=1e-6)
     with pytest.raises(cli.CLIError):
         bench.main(cli.build_parser()[0].parse_args(["bench", "--sizes", "huge"]))

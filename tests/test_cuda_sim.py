@@ -88,13 +88,23 @@ GPU_CASES = [
     (dict(input_kind="float", target_kind="ids", H=300, B=8), {}, "cooperative"),
     (dict(input_kind="embed", target_kind="ids", H=40, T=30), dict(truncate=(4, 9)), "cooperative"),
 ]
+for _cell in ("lstm", "gru"):
+    GPU_CASES += [
+        (dict(cell=_cell, input_kind="float", target_kind="ids"), {}, "auto"),
+        (dict(cell=_cell, input_kind="onehot", target_kind="ids", masked=True), {}, "per-step"),
+        (dict(cell=_cell, input_kind="embed", target_kind="probs", batch_first=True), {}, "persistent"),
+        (dict(cell=_cell, input_kind="onehot", target_kind="ids", T=30), dict(truncate=(5, 10)), "persistent"),
+        (dict(cell=_cell, input_kind="embed", target_kind="ids", T=30, masked=True),
+         dict(checkpoint="sqrt"), "per-step"),
+        (dict(cell=_cell, input_kind="onehot", target_kind="ids", dtype=np.float32, H=300, B=20), {}, "per-step"),
+    ]
 
 
 @pytest.mark.gpu
 @gpu
 @pytest.mark.parametrize("kw,ekw,path", GPU_CASES)
 def test_gpu_matches_cpu(kw, ekw, path, monkeypatch):
-    from fastbptt import config
+    from fastbptt.cuda import config
     monkeypatch.setattr(config, "RECURRENT", path)
     kw = {**dict(T=12, B=5, n_in=7, H=33, n_out=9, vocab=11), **kw}
     case = make_case(**kw)
@@ -102,9 +112,10 @@ def test_gpu_matches_cpu(kw, ekw, path, monkeypatch):
     l1, g1, h1 = fastbptt.loss_and_grad(**case, backend="cpu", **ekw)
     l2, g2, h2 = fastbptt.loss_and_grad(**case, backend="cuda", **ekw)
     np.testing.assert_allclose(l2, l1, **tol)
+    assert set(g2) == set(g1)
     for k in g1:
         np.testing.assert_allclose(g2[k], g1[k], err_msg=k, **tol)
-    np.testing.assert_allclose(h2, h1, **tol)
+    np.testing.assert_allclose(np.asarray(h2), np.asarray(h1), **tol)     # (h, c) for the LSTM
 
 
 @pytest.mark.gpu
@@ -127,6 +138,7 @@ def test_gpu_torch_tensors_stay_on_device():
 
 @pytest.mark.gpu
 @gpu
-def test_gpu_benchmark_hook_runs():
-    r = fastbptt.cuda.benchmark(T=20, B=4, H=64, repeats=2)
-    assert r["seconds"] > 0 and r["path"] in ("persistent", "per-step")
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_gpu_benchmark_hook_runs(cell):
+    r = fastbptt.cuda.benchmark(T=20, B=4, H=64, repeats=2, cell=cell)
+    assert r["seconds"] > 0 and r["path"] in ("persistent", "per-step") and r["cell"] == cell

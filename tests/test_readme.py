@@ -26,7 +26,8 @@ def test_readme_example_runs():
     scope = {}
     exec(compile(block, "README example", "exec"), scope)
     assert np.isfinite(scope["loss"]) and scope["hs"].shape == (25, 32, 128)
-    assert scope["dx"].shape == (25, 32, 65) and scope["dW"].shape == (128, 128)
+    assert scope["dx"].shape == (25, 32, 65) and scope["dW"].shape == (4 * 128, 128)   # the LSTM's
+    assert isinstance(scope["c"], np.ndarray) and scope["dc0"].shape == (32, 128)
 
 
 def _corpus_ids(n_chars, vocab):
@@ -60,6 +61,9 @@ def test_update_snippets_train_when_looped(block):
         exec(code, scope)
         losses.append(float(scope["loss"]))
     losses = np.array(losses)
+    if "client" in scope:             # the Dask snippet: its cluster must not outlive the test
+        scope["client"].close()
+        scope["client"].cluster.close()
     assert np.all(np.isfinite(losses)), losses
     assert losses.max() <= (1 + README_LOOP_MAX_RISE) * losses[0], f"the loss rose: {losses.round(3)}"
     assert losses[-5:].mean() <= (1 - README_LOOP_MIN_DROP) * losses[0], f"no progress: {losses.round(3)}"

@@ -126,7 +126,7 @@ def test_python_threads_run_while_a_kernel_runs():
     e0, e1 = np.empty(0), np.empty((0, H))
 
     def run(n):
-        cpu.forward_steps(0, False, xu[:n].copy(), hs[:n + 1], W, e0, e1, 0, sc, fs)
+        cpu.forward_steps(cpu.cell_tag(0), False, xu[:n].copy(), hs[:n + 1], W, e0, e1, 0, sc, fs)
     run(2)                                                            # compile outside
     stall, seconds = python_ticks_during(lambda: run(T))
     assert stall < 0.5 * seconds, f"Python stalled {stall * 1e3:.0f} ms of a {seconds * 1e3:.0f} ms kernel"

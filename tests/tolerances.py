@@ -58,6 +58,12 @@ ESTIMATE_SMALL_REL = 0.10
 # its pass's last interval, noisy by a few percent (measured +3.6% at pass 2); a diverging rate
 # multiplies it (0.01 with reduction="sum" took 4.2 to 141 nats).
 README_LOOP_MAX_RISE = 0.10
+# Data-parallel (fastbptt.distributed) against the single-process call, float64: per-shard
+# sums added in a tree and divided once for "mean", instead of one pass with 1/n weights.
+DISTRIBUTED64 = dict(rtol=1e-12, atol=1e-14)
+# `fastbptt train --workers N` against the single-process run, float64 losses: the step's
+# gradient differs in the last bits (above) and Adam carries that through the steps.
+DISTRIBUTED_TRAIN64 = dict(rtol=1e-9, atol=0)
 # Stacked/bidirectional models against torch.autograd, float64: the rtol 1e-10; atol
 # for entries that cancel to ~0 (sizes T ≤ 6, H ≤ 5, values O(1)).
 TORCH_LAYERS64 = dict(rtol=1e-10, atol=1e-12)

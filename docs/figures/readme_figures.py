@@ -84,7 +84,7 @@ def memprofile(js):
     out = [f"{'Elman RNN' if cell == 'rnn' else cell.upper()}, "
            f"T = {c['T']}, B = {c['B']}, H = {c['n_hidden']}, one-hot input ids and cross-entropy over "
            f"a vocabulary of {c['vocab']} (n_in = n_out = {c['vocab']}), {c['dtype']}, backend "
-           f"`{c['backend']}` (times in the next table):",
+           f"`{c['backend']}`" + (" (times in the next table):" if cell == "rnn" else ":"),
            "",
            "| call | peak memory | estimate | gradient vs full BPTT (U, W, b): cosine / rel. error |",
            "|---|---:|---:|---|"]
@@ -100,8 +100,9 @@ def memprofile(js):
                 f"{c['dtype']} arrays of {mib(arr)} each: states, logits, deltas. ")
     else:
         K, G, D = {"lstm": (6, 4, 4), "gru": (5, 3, 4)}[cell]
-        what = (f"Full BPTT keeps per step a state row of {K}H (state and activated gates), the "
-                f"{G}H input projection, {D}H deltas and the logits: {mib(rows[0]['peak_bytes'])}. ")
+        what = (f"Full BPTT ({mib(rows[0]['peak_bytes'])}) keeps per step a state row of {K}H "
+                f"(state and activated gates), the {G}H input projection and, once the logits are "
+                f"freed, {D}H deltas. ")
     out += ["", what + f"The estimate is within {100 * worst:.1f}% of the measured peak in every "
             "row.", "", provenance(js["meta"])]
     return "\n".join(out)
@@ -257,6 +258,43 @@ def figures(text):
 def update(text):
     """``text`` with every figure block re-rendered from its JSON."""
     return BLOCK.sub(lambda m: m.group(1) + render(m.group(2), m.group(3).split()) + m.group(5), text)
+
+
+@renderer("distributed")
+def distributed(js):
+    """``python bench/bench_distributed.py --json``: fastbptt.distributed against one process."""
+    out = ["| measurement | single process | distributed | result (medians) | target |",
+           "|---|---:|---:|---|---|"]
+    targets = {"tiny": "overhead ≤ 5 ms", "large": "efficiency ≥ 85%"}
+    for name, r in js["calls"].items():
+        T, B, n_in, H, n_out = r["size"]
+        what = f"{name} ({T}, {B}, {n_in}{' ids' if r['ids'] else ''}, {H}, {n_out}): one `loss_and_grad`"
+        if name == "tiny":
+            result = f"overhead {r['overhead_ms']:.1f} ms"
+        else:
+            result = (f"efficiency {100 * r['efficiency']:.0f}% (speed-up {r['speedup']:.2f}×); slowest "
+                      f"shard {r['slowest_shard_ms']:.0f} ms, {r['outside_compute_ms']:.0f} ms outside compute")
+        out.append(f"| {what} | {ms(r['single_ms'] / 1e3)} ms | {ms(r['distributed_ms'] / 1e3)} ms "
+                   f"({r['workers']} workers) | {result} | {targets.get(name, '')} |")
+    c = js.get("ceiling")
+    if c:
+        out.append(f"| no Dask: {c['size']}, the batch in {c['workers']} processes at once (`multiprocessing`) "
+                   f"| {ms(c['whole_batch_ms'] / 1e3)} ms | {ms(c['pieces_at_once_ms'] / 1e3)} ms | "
+                   f"efficiency {100 * c['efficiency']:.0f}%: this machine's ceiling | |")
+    out.append(f"| one empty Dask task (`submit(...).result()`) | | {ms(js['round_trip_ms'] / 1e3)} ms | "
+               "Dask's own latency, per dependent hop | |")
+    t = js.get("train")
+    if t:
+        out.append(f"| `fastbptt train` ({t['steps']} steps, default model) | "
+                   f"{t['single_chars_per_s'] / 1e3:.0f} k chars/s | {t['workers_chars_per_s'] / 1e3:.0f} k "
+                   f"chars/s (`--workers {t['workers']}`) | {t['ratio']:.2f}×; {t['wait_s']:.1f} of "
+                   f"{t['train_s']:.1f} s waiting on the cluster | |")
+    g = js["grad_bytes"]
+    out += ["", "Gradient per step, float32: "
+            + "; ".join(f"{k.split(', float32')[0]} {n / 2**10:.0f} KiB" if n < 2**20 else
+                        f"{k.split(', float32')[0]} {n / 2**20:.1f} MiB" for k, n in g.items()) + ".",
+            "", provenance(js["meta"])]
+    return "\n".join(out)
 
 
 def main(argv=None):

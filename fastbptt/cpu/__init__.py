@@ -17,9 +17,9 @@ from .blas import gemm, gemm_scratch, register_blas, restore_threads
 from .fused import fused_eligible, fused_full_bptt, fused_loss_and_grad
 from .heads import gather_rows_bias, mse_rows, scatter_add_rows, softmax_xent_ids, softmax_xent_probs
 from .ops import CpuOps
-from .steps import backward_steps, forward_steps
+from .steps import backward_steps, cell_tag, forward_steps
 
 __all__ = ["CpuOps", "fused_eligible", "fused_full_bptt", "fused_loss_and_grad", "gemm",
            "gemm_scratch", "register_blas", "restore_threads", "gather_rows_bias",
            "scatter_add_rows", "softmax_xent_ids", "softmax_xent_probs", "mse_rows",
-           "forward_steps", "backward_steps", "tanh_f32", "tanh_f32_array"]
+           "forward_steps", "backward_steps", "cell_tag", "tanh_f32", "tanh_f32_array"]

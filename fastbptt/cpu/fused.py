@@ -13,7 +13,7 @@ import numpy as np
 from .._jit import njit
 from .blas import LP64_MAX, gemm, gemm_scratch, register_blas, restore_threads, threads_now
 from .heads import mse_rows, softmax_xent_ids, softmax_xent_probs
-from .steps import (backward_step, forward_step, input_delta, input_grads, onehot_grads,
+from .steps import (backward_step, cell_tag, forward_step, input_delta, input_grads, onehot_grads,
                     recurrent_grads)
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
@@ -67,7 +67,7 @@ def head_rows(loss_kind, h2, V, c, tgt, yrows, w, o, gV, gc, dhe, sc, fs):
 
 
 @njit(**_JIT)
-def fused_full_bptt(cell, split, K, D, xblocks, bn_col, in_kind, x, ids, E, U, W, b, bn, V, c,
+def fused_full_bptt(tag, split, K, D, xblocks, bn_col, in_kind, x, ids, E, U, W, b, bn, V, c,
                     state0, loss_kind, tgt, yrows, w, act, nthreads,
                     gU, gW, gb, gbn, gV, gc, gE, gstate0, last_state):
     """Loss and every gradient of full BPTT in one call (no mask, every step carries loss).
@@ -99,7 +99,7 @@ def fused_full_bptt(cell, split, K, D, xblocks, bn_col, in_kind, x, ids, E, U, W
             rows[r, j] = state0[r, j]
     rec = np.empty((B if split else 0, GH), dt)
     for t in range(T):
-        forward_step(cell, split, pre[t * B:(t + 1) * B], rec, rows[t * B:(t + 1) * B],
+        forward_step(tag, split, pre[t * B:(t + 1) * B], rec, rows[t * B:(t + 1) * B],
                      rows[(t + 1) * B:(t + 2) * B], W, bn, act, sc, fs)
     for r in range(B):
         for j in range(SH):
@@ -117,7 +117,7 @@ def fused_full_bptt(cell, split, K, D, xblocks, bn_col, in_kind, x, ids, E, U, W
         for i in range(B):
             for j in range(H):
                 dstate[i, j] += dhe[r0 + i, j]
-        backward_step(cell, delta[r0:r0 + B], rows[r0 + B:r0 + 2 * B], rows[r0:r0 + B],
+        backward_step(tag, delta[r0:r0 + B], rows[r0 + B:r0 + 2 * B], rows[r0:r0 + B],
                       dstate, W, act, sc, fs)
     # weight gradients: products over all T·B rows
     recurrent_grads(delta, rows[:R, :H], gW, gbn, bn_col, 0.0, sc, fs)
@@ -185,7 +185,7 @@ def fused_loss_and_grad(p):
     state0 = p.state0
     gstate0 = np.empty_like(state0)
     last_state = np.empty_like(state0)
-    loss = fused_full_bptt(cell.code, cell.split, cell.K, cell.D, xblocks_of(cell), cell.bn_col,
+    loss = fused_full_bptt(cell_tag(cell), cell.split, cell.K, cell.D, xblocks_of(cell), cell.bn_col,
                            in_kind, x, ids, E, p.U, p.W, p.b, p.bn if p.bn is not None else e1,
                            p.V, p.c, state0, loss_kind, tgt, yrows, p.weights.reshape(-1),
                            p.act, threads_now(), g["U"], g["W"], g["b"], gbn, g["V"], g["c"], gE,

@@ -10,11 +10,9 @@ from .._jit import njit
 from .activations import sigmoid_s, tanh_s
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
-# per-step kernels are inlined into their time loops: a call per step cost ~0.5 µs
-_INLINE = dict(_JIT, inline="always")
 
 
-@njit(**_INLINE)
+@njit(**_JIT)
 def forward_pointwise(pre, rec, prev, cur, bn, H, act):
     """pre [B, 3H] = x Uᵀ + b, rec [B, 3H] = h_{t-1} Wᵀ, bn [H]; prev/cur [B, 5H] rows.
 
@@ -40,7 +38,7 @@ def forward_pointwise(pre, rec, prev, cur, bn, H, act):
             out[j] = (one - z) * out[3 * H + j] + z * p[j]
 
 
-@njit(**_INLINE)
+@njit(**_JIT)
 def backward_pointwise(dstate, cur, prev, delta, H, act):
     """dstate [B, H] (dh) in, out: the direct path dh ⊙ z; delta [B, 4H] out."""
     B = cur.shape[0]

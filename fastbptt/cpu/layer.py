@@ -5,7 +5,7 @@ import numpy as np
 
 from .blas import gemm, gemm_scratch, register_blas, restore_threads, threads_now
 from .fused import xblocks_of
-from .steps import backward_steps, forward_steps, input_delta, input_grads, recurrent_grads
+from .steps import backward_steps, cell_tag, forward_steps, input_delta, input_grads, recurrent_grads
 
 
 def forward(cell, x, state0, U, W, b, bn, act):
@@ -21,7 +21,7 @@ def forward(cell, x, state0, U, W, b, bn, act):
     rows = np.empty((T + 1, B, cell.K * H), dt)
     rows[0, :, :cell.S * H] = state0
     rec = np.empty((B if cell.split else 0, GH), dt)
-    forward_steps(cell.code, cell.split, pre, rows, W, bn if bn is not None else np.empty(0, dt),
+    forward_steps(cell_tag(cell), cell.split, pre, rows, W, bn if bn is not None else np.empty(0, dt),
                   rec, act, sc, fs)
     restore_threads(sc)
     return rows
@@ -34,7 +34,7 @@ def backward(cell, dhs, dstate, x, rows, U, W, bn, act):
     H, dt = W.shape[1], W.dtype
     sc, fs = gemm_scratch(threads_now(), W)
     delta = np.empty((T, B, cell.D * H), dt)
-    backward_steps(cell.code, dhs, 0, rows, W, dstate, delta, act, sc, fs)
+    backward_steps(cell_tag(cell), dhs, 0, rows, W, dstate, delta, act, sc, fs)
     d2 = delta.reshape(-1, cell.D * H)
     xb = xblocks_of(cell)
     dW = np.empty_like(W)

@@ -9,11 +9,9 @@ from .._jit import njit
 from .activations import sigmoid_s, tanh_s
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
-# per-step kernels are inlined into their time loops: a call per step cost ~0.5 µs
-_INLINE = dict(_JIT, inline="always")
 
 
-@njit(**_INLINE)
+@njit(**_JIT)
 def forward_pointwise(pre, rec, prev, cur, bn, H, act):
     """pre [B, 4H] = z_t (x Uᵀ + b + h Wᵀ); prev/cur [B, 6H] rows t-1 and t.
 
@@ -39,7 +37,7 @@ def forward_pointwise(pre, rec, prev, cur, bn, H, act):
             out[j] = out[5 * H + j] * tanh_s(c)
 
 
-@njit(**_INLINE)
+@njit(**_JIT)
 def backward_pointwise(dstate, cur, prev, delta, H, act):
     """dstate [B, 2H] (dh, dc) in; delta [B, 4H] out; dstate out = (0, dc ⊙ f).
 

@@ -15,7 +15,7 @@ import numpy as np
 from .blas import LP64_MAX, gemm, gemm_scratch, register_blas, restore_threads, threads_now
 from .fused import xblocks_of
 from .heads import gather_rows_bias, mse_rows, scatter_add_rows, softmax_xent_ids, softmax_xent_probs
-from .steps import (backward_steps, forward_steps, input_delta, input_grads, onehot_grads,
+from .steps import (backward_steps, cell_tag, forward_steps, input_delta, input_grads, onehot_grads,
                     recurrent_grads)
 
 
@@ -86,7 +86,7 @@ class CpuOps:
     def forward(self, pre, rows):
         """rows[1:] [n, B, K·H] from rows[0] and pre [n, B, G·H] (consumed)."""
         c = self.cell
-        forward_steps(c.code, c.split, pre, rows, self.p.W, self.bn, self.rec, self.p.act,
+        forward_steps(cell_tag(c), c.split, pre, rows, self.p.W, self.bn, self.rec, self.p.act,
                       self._sc, self._fs)
 
     def head(self, rows_out, t0, t1, g):
@@ -143,7 +143,7 @@ class CpuOps:
         if dhe is None:
             dhe = np.empty((0, dstate.shape[0], self.p.H), dtype=self.dtype)
             inj0 = n
-        backward_steps(self.cell.code, dhe, inj0, rows, self.p.W, dstate, delta, self.p.act,
+        backward_steps(cell_tag(self.cell), dhe, inj0, rows, self.p.W, dstate, delta, self.p.act,
                        self._sc, self._fs)
         return delta
 

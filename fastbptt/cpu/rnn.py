@@ -8,11 +8,9 @@ from .._jit import njit
 from .activations import RELU, SIGMOID, TANH, sigmoid_s, tanh_s
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
-# per-step kernels are inlined into their time loops: a call per step cost ~0.5 µs
-_INLINE = dict(_JIT, inline="always")
 
 
-@njit(**_INLINE)
+@njit(**_JIT)
 def forward_pointwise(pre, rec, prev, cur, bn, H, act):
     """cur = [f(pre)]; pre [B, H] already holds x_t Uᵀ + b + h_{t-1} Wᵀ.
 
@@ -35,7 +33,7 @@ def forward_pointwise(pre, rec, prev, cur, bn, H, act):
                 cur[i, j] = zero if a <= 0 else a    # NaN stays NaN, as np.maximum(a, 0)
 
 
-@njit(**_INLINE)
+@njit(**_JIT)
 def backward_pointwise(dstate, cur, prev, delta, H, act):
     """delta = dh ⊙ f'(a) from the saved h; the direct state gradient is 0."""
     B = cur.shape[0]

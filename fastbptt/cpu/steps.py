@@ -1,9 +1,11 @@
 """The cell-agnostic time loops: one product for the recurrent part, then the cell's kernel.
 
-The loops never know which cell they run: ``cell`` is the small integer of
-:class:`fastbptt.cells.Cell` (0 rnn, 1 lstm, 2 gru), and :func:`cell_forward` /
-:func:`cell_backward` are the only places that map it to a cell's kernels (a fourth cell adds
-one line to each). Passing kernels as arguments would defeat Numba's disk cache.
+The loops never know which cell they run. The cell travels as a *tag*: an empty array whose
+element type names the cell (:func:`cell_tag`), and :func:`cell_forward` /
+:func:`cell_backward` pick the cell's kernels from the tag's type when a loop compiles (a
+Numba overload). So each compiled loop contains one cell's code only: compiling all three
+into every kernel made the first call several times slower. These two tables are the only
+place that maps a cell to its kernels (a fourth cell adds one entry to each).
 
 Shapes (one run of n steps): ``pre [n, B, G·H]`` input projections x_t Uᵀ + b (consumed),
 ``rows [n+1, B, K·H]`` state rows with the initial state in row 0, ``delta [n, B, D·H]``,
@@ -11,67 +13,87 @@ Shapes (one run of n steps): ``pre [n, B, G·H]`` input projections x_t Uᵀ + b
 """
 from __future__ import annotations
 
+import numpy as np
+from numba import types
+from numba.extending import overload
+
 from .._jit import njit
 from . import gru, lstm, rnn
 from .blas import gemm
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
-# per-step kernels are inlined into their time loops: a call per step cost ~0.5 µs
-_INLINE = dict(_JIT, inline="always")
+
+# cell code -> (tag element type, pointwise forward, pointwise backward)
+_KERNELS = {0: (np.int8, rnn.forward_pointwise, rnn.backward_pointwise),
+            1: (np.int16, lstm.forward_pointwise, lstm.backward_pointwise),
+            2: (np.int32, gru.forward_pointwise, gru.backward_pointwise)}
+_TAGS = {code: np.empty(0, k[0]) for code, k in _KERNELS.items()}
+_BY_TYPE = {types.int8: 0, types.int16: 1, types.int32: 2}
 
 
-@njit(**_INLINE)
-def cell_forward(cell, pre, rec, prev, cur, bn, H, act):
-    if cell == 0:
-        rnn.forward_pointwise(pre, rec, prev, cur, bn, H, act)
-    elif cell == 1:
-        lstm.forward_pointwise(pre, rec, prev, cur, bn, H, act)
-    else:
-        gru.forward_pointwise(pre, rec, prev, cur, bn, H, act)
+def cell_tag(cell):
+    """The tag array the compiled loops take for a :class:`fastbptt.cells.Cell` (or its code)."""
+    return _TAGS[getattr(cell, "code", cell)]
 
 
-@njit(**_INLINE)
-def cell_backward(cell, dstate, cur, prev, delta, H, act):
-    if cell == 0:
-        rnn.backward_pointwise(dstate, cur, prev, delta, H, act)
-    elif cell == 1:
-        lstm.backward_pointwise(dstate, cur, prev, delta, H, act)
-    else:
-        gru.backward_pointwise(dstate, cur, prev, delta, H, act)
+def cell_forward(tag, pre, rec, prev, cur, bn, H, act):
+    """The cell's pointwise forward (chosen when the caller compiles)."""
 
 
-@njit(**_INLINE)
-def forward_step(cell, split, pre_t, rec, prev, cur, W, bn, act, sc, fs):
+def cell_backward(tag, dstate, cur, prev, delta, H, act):
+    """The cell's pointwise backward (chosen when the caller compiles)."""
+
+
+@overload(cell_forward)
+def _cell_forward(tag, pre, rec, prev, cur, bn, H, act):
+    kernel = _KERNELS[_BY_TYPE[tag.dtype]][1]
+
+    def impl(tag, pre, rec, prev, cur, bn, H, act):
+        kernel(pre, rec, prev, cur, bn, H, act)
+    return impl
+
+
+@overload(cell_backward)
+def _cell_backward(tag, dstate, cur, prev, delta, H, act):
+    kernel = _KERNELS[_BY_TYPE[tag.dtype]][2]
+
+    def impl(tag, dstate, cur, prev, delta, H, act):
+        kernel(dstate, cur, prev, delta, H, act)
+    return impl
+
+
+@njit(**_JIT)
+def forward_step(tag, split, pre_t, rec, prev, cur, W, bn, act, sc, fs):
     """State row ``cur`` [B, K·H] from ``prev`` and pre_t [B, G·H] (overwritten if not split)."""
     H = W.shape[1]
     if split:
         gemm(prev[:, :H], 0, W, 1, rec, 0.0, sc, fs)          # rec = h_{t-1} Wᵀ
     else:
         gemm(prev[:, :H], 0, W, 1, pre_t, 1.0, sc, fs)        # pre_t += h_{t-1} Wᵀ
-    cell_forward(cell, pre_t, rec, prev, cur, bn, H, act)
+    cell_forward(tag, pre_t, rec, prev, cur, bn, H, act)
 
 
-@njit(**_INLINE)
-def backward_step(cell, delta_t, cur, prev, dstate, W, act, sc, fs):
+@njit(**_JIT)
+def backward_step(tag, delta_t, cur, prev, dstate, W, act, sc, fs):
     """delta_t [B, D·H] from dstate; dstate becomes ∂L/∂(state at t-1)."""
     H = W.shape[1]
     GH = W.shape[0]
-    cell_backward(cell, dstate, cur, prev, delta_t, H, act)
+    cell_backward(tag, dstate, cur, prev, delta_t, H, act)
     gemm(delta_t[:, :GH], 0, W, 0, dstate[:, :H], 1.0, sc, fs)   # dh_{t-1} += δ_rec W
 
 
 @njit(**_JIT)
-def forward_steps(cell, split, pre, rows, W, bn, rec, act, sc, fs):
+def forward_steps(tag, split, pre, rows, W, bn, rec, act, sc, fs):
     """Run the recurrence over n steps: rows[1:] from rows[0] and pre [n, B, G·H].
 
     rec [B, G·H] is scratch for split cells (any shape otherwise).
     """
     for t in range(pre.shape[0]):
-        forward_step(cell, split, pre[t], rec, rows[t], rows[t + 1], W, bn, act, sc, fs)
+        forward_step(tag, split, pre[t], rec, rows[t], rows[t + 1], W, bn, act, sc, fs)
 
 
 @njit(**_JIT)
-def backward_steps(cell, dhe, inj0, rows, W, dstate, delta, act, sc, fs):
+def backward_steps(tag, dhe, inj0, rows, W, dstate, delta, act, sc, fs):
     """Backpropagate through n steps with one accumulating delta-state buffer.
 
     dhe [m, B, H]  ∂L/∂h_t from above for steps inj0 .. n-1 (m = n - inj0)
@@ -88,7 +110,7 @@ def backward_steps(cell, dhe, inj0, rows, W, dstate, delta, act, sc, fs):
             for i in range(B):
                 for j in range(H):
                     dstate[i, j] += e[i, j]
-        backward_step(cell, delta[t], rows[t + 1], rows[t], dstate, W, act, sc, fs)
+        backward_step(tag, delta[t], rows[t + 1], rows[t], dstate, W, act, sc, fs)
 
 
 # --------------------------------------------------------------------------- weight gradients

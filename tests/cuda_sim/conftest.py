@@ -55,7 +55,7 @@ else:
 @pytest.fixture(autouse=True)
 def small_blocks(monkeypatch):
     """Blocks of 8 threads and 4x4 tiles: the tiny test problems span several blocks and tiles."""
-    from fastbptt import config
+    from fastbptt.cuda import config
     monkeypatch.setattr(config, "THREADS", 8)
     monkeypatch.setattr(config, "TILE", 4)
     monkeypatch.setattr(config, "PERSISTENT_THREADS", 8)
