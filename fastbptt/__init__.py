@@ -19,4 +19,6 @@ def __getattr__(name):
     import importlib
     if name in ("memory", "compat", "stream", "cuda", "engine", "reference", "cpu", "distributed"):
         return importlib.import_module(f".{name}", __name__)
+    if name in ("from_torch", "to_torch"):  # torch is imported by these functions, not here
+        return getattr(importlib.import_module(".torch_io", __name__), name)
     raise AttributeError(f"module 'fastbptt' has no attribute {name!r}")

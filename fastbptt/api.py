@@ -33,6 +33,7 @@ def _backend_ops(backend, p):
 
 
 def init_params(n_in: int, n_hidden: int, n_out: int, *, cell: str = "rnn",
+                num_layers: int = 1, bidirectional: bool = False,
                 vocab_size: int | None = None, dtype: DTypeLike = np.float32,
                 seed: int | np.random.Generator | None = None) -> dict[str, np.ndarray]:
     """Randomly initialised parameters of a recurrent network with a linear output layer.
@@ -44,6 +45,10 @@ def init_params(n_in: int, n_hidden: int, n_out: int, *, cell: str = "rnn",
         and outputs. All must be positive.
     cell : {"rnn", "lstm", "gru"}
         The recurrent cell (see :func:`loss_and_grad` for the equations).
+    num_layers : int
+    bidirectional : bool
+        A stacked or bidirectional model: keys ``U_l1``, ``U_reverse``, ... and
+        ``V [n_out, D·H]`` (see :func:`loss_and_grad`).
     vocab_size : int, optional
         When given, an embedding table ``E [vocab_size, n_in]`` is added and integer inputs
         are looked up in it.
@@ -67,8 +72,12 @@ def init_params(n_in: int, n_hidden: int, n_out: int, *, cell: str = "rnn",
     2000): the cell starts by remembering, which helps gradients cross long spans. ``E`` is
     N(0, 1) so embedded inputs have unit variance like one-hot rows of ``U``.
     """
-    from . import cells
+    from . import cells, layers
     cl = cells.get(cell)
+    if layers.is_stacked(num_layers, bidirectional):
+        return layers.init_params(n_in, n_hidden, n_out, cell=cell, num_layers=num_layers,
+                                  bidirectional=bidirectional, vocab_size=vocab_size, dtype=dtype,
+                                  seed=seed)
     for name, v in (("n_in", n_in), ("n_hidden", n_hidden), ("n_out", n_out)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"{name} must be a positive int; got {v!r}")
@@ -109,6 +118,7 @@ def init_params(n_in: int, n_hidden: int, n_out: int, *, cell: str = "rnn",
 
 def loss_and_grad(params: Mapping[str, ArrayLike], inputs: ArrayLike, targets: ArrayLike,
                   h0: State = None, *, cell: str = "rnn", activation: str = "tanh",
+                  num_layers: int = 1, bidirectional: bool = False,
                   loss: str = "cross_entropy", reduction: str = "sum",
                   mask: ArrayLike | None = None, batch_first: bool = False, backend: str = "cpu",
                   truncate: int | tuple[int, int] | None = None,
@@ -144,6 +154,19 @@ def loss_and_grad(params: Mapping[str, ArrayLike], inputs: ArrayLike, targets: A
     activation : {"tanh", "sigmoid", "relu"}
         The Elman cell's f. The gated cells have fixed activations: any value other than
         "tanh" with them is a ValueError.
+    num_layers : int
+    bidirectional : bool
+        Stacked and bidirectional models (PyTorch's ``num_layers``/``bidirectional``): layer
+        l ≥ 1 reads ``[h_fwd | h_bwd]`` of layer l−1 and ``V [n_out, D·H]`` (D = 2 when
+        bidirectional) reads the top layer. Keys: ``U``, ``W``, ``b`` (``bn``) for layer 0,
+        the suffix ``_l{l}`` for layer l ≥ 1 and ``_reverse`` for the reverse direction
+        (``U_l1_reverse``). States ``h0``, ``h_last``, ``grads["h0"]`` (and ``c0``) are then
+        ``[num_layers·D, B, H]``, index ``l·D + d``. The reverse direction of each sequence
+        starts at its last valid step (packed sequences), so with ``bidirectional=True`` the
+        mask must be right-padded, and its ``h_last`` is its state after step 0.
+        ``truncate`` with ``bidirectional=True`` is a ValueError (the reverse direction needs
+        the whole sequence); truncation of a stacked model cuts every layer at a window's
+        start.
     loss : {"cross_entropy", "mse"}
         Softmax + negative log-likelihood, or ``½‖o_t − y_t‖²`` per step.
     reduction : {"sum", "mean"}
@@ -179,6 +202,18 @@ def loss_and_grad(params: Mapping[str, ArrayLike], inputs: ArrayLike, targets: A
     h_last : array [B, H], or for the LSTM the tuple (h, c)
         The state at each sequence's last valid step.
     """
+    from . import layers
+    if layers.is_stacked(num_layers, bidirectional):
+        if not isinstance(check_finite, (bool, np.bool_)):
+            raise TypeError(f"check_finite must be a bool; got {check_finite!r}")
+        out = layers.loss_and_grad(params, inputs, targets, h0, cell=cell, activation=activation,
+                                   num_layers=num_layers, bidirectional=bidirectional, loss=loss,
+                                   reduction=reduction, mask=mask, batch_first=batch_first,
+                                   backend=backend, truncate=truncate, checkpoint=checkpoint)
+        if check_finite:
+            _check_finite(*out[:2])
+        return out
+    layers.reject_layer_keys(params)
     if isinstance(backend, str) and backend == "cuda":
         # device arrays are validated from their shapes and dtypes and never copied to the host
         from . import cuda

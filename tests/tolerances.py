@@ -64,3 +64,6 @@ DISTRIBUTED64 = dict(rtol=1e-12, atol=1e-14)
 # `fastbptt train --workers N` against the single-process run, float64 losses: the step's
 # gradient differs in the last bits (above) and Adam carries that through the steps.
 DISTRIBUTED_TRAIN64 = dict(rtol=1e-9, atol=0)
+# Stacked/bidirectional models against torch.autograd, float64: the rtol 1e-10; atol
+# for entries that cancel to ~0 (sizes T ≤ 6, H ≤ 5, values O(1)).
+TORCH_LAYERS64 = dict(rtol=1e-10, atol=1e-12)
