@@ -229,16 +229,29 @@ _PINNED = any(_os.environ.get(v, "").split(",")[0].strip().isdigit()
 _busy = [-1.0, NTHREADS]          # [when last looked, threads the big products may use]
 
 
+def _own_running():
+    """Threads of this process that are running or runnable now (at least 1: the caller)."""
+    n = 0
+    for tid in _os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                n += f.read().rsplit(")", 1)[1].split()[0] == "R"
+        except (OSError, IndexError):
+            continue
+    return max(1, n)
+
+
 def threads_now():
     """Threads for this call's big products: the cores no other runnable task is using.
 
     A threaded product waits for all of its threads at its end; when another process holds
     one of the cores, that wait lasts a scheduler slice and the call collapses (measured
     10x slower at the small size with one core busy). So before each call the runnable
-    tasks are counted (``/proc/loadavg``'s running field, re-read at most every 0.25 s,
-    about 10 µs) and the big products get only the cores left free. An explicit thread
-    count in the environment (``FASTBPTT_NUM_THREADS``, ``OMP_NUM_THREADS``, ...) is
-    followed as it is.
+    tasks of *other* processes are counted (``/proc/loadavg``'s running field less this
+    process's running threads: the BLAS's own worker threads spin for a while after a
+    threaded product and must not count as a neighbour; re-read at most every 0.25 s) and
+    the big products get only the cores left free. An explicit thread count in the
+    environment (``FASTBPTT_NUM_THREADS``, ``OMP_NUM_THREADS``, ...) is followed as it is.
     """
     if NTHREADS == 1 or _PINNED:
         return NTHREADS
@@ -248,7 +261,8 @@ def threads_now():
         try:
             with open("/proc/loadavg") as f:
                 running = int(f.read().split()[3].split("/")[0])
+            others = running - _own_running()
         except (OSError, ValueError, IndexError):
-            running = 1
-        _busy[0], _busy[1] = now, max(1, min(NTHREADS, NTHREADS - (running - 1)))
+            others = 0
+        _busy[0], _busy[1] = now, max(1, min(NTHREADS, NTHREADS - max(0, others)))
     return _busy[1]
