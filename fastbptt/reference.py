@@ -34,16 +34,6 @@ from __future__ import annotations
 import numpy as np
 
 from ._validate import Problem
-from .cells._math import ACTIVATE, DERIVATIVE
-
-
-def activate(a: np.ndarray, activation: str) -> np.ndarray:
-    return ACTIVATE[activation](a)
-
-
-def activation_grad(h: np.ndarray, activation: str) -> np.ndarray:
-    """f'(a) written in terms of the output h = f(a)."""
-    return DERIVATIVE[activation](h)
 
 
 def step_loss(o: np.ndarray, p: Problem, t: int, rows: np.ndarray):

@@ -38,6 +38,20 @@ def assert_same(r1, r2, rtol, atol):
     np.testing.assert_allclose(_flat_state(h1), _flat_state(h2), rtol=rtol, atol=atol)
 
 
+def load_torch_weights(m, p, cell, suffix="_l0"):
+    """Copy U, W, b (and bn) into a torch RNN/LSTM/GRU module or cell (bias_hh zero but bn)."""
+    import torch
+    H = p["W"].shape[1]
+    with torch.no_grad():
+        getattr(m, f"weight_ih{suffix}").copy_(torch.tensor(p["U"]))
+        getattr(m, f"weight_hh{suffix}").copy_(torch.tensor(p["W"]))
+        getattr(m, f"bias_ih{suffix}").copy_(torch.tensor(p["b"]))
+        bhh = getattr(m, f"bias_hh{suffix}")
+        bhh.zero_()
+        if cell == "gru":
+            bhh[2 * H:] = torch.tensor(p["bn"])
+
+
 # --------------------------------------------------------------------------- torch.nn
 def torch_nn_loss_and_grad(case, cell):
     """The same model built from torch.nn modules: nn.LSTM/nn.GRU (+ nn.Embedding, one-hot
@@ -62,13 +76,8 @@ def torch_nn_loss_and_grad(case, cell):
     Mod = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
     rnn = Mod(n_in, H, dtype=torch.float64)
     lin = torch.nn.Linear(H, n_out, dtype=torch.float64)
+    load_torch_weights(rnn, p, cell)
     with torch.no_grad():
-        rnn.weight_ih_l0.copy_(torch.tensor(p["U"]))
-        rnn.weight_hh_l0.copy_(torch.tensor(p["W"]))
-        rnn.bias_ih_l0.copy_(torch.tensor(p["b"]))
-        rnn.bias_hh_l0.zero_()
-        if cell == "gru":
-            rnn.bias_hh_l0[2 * H:] = torch.tensor(p["bn"])
         lin.weight.copy_(torch.tensor(p["V"]))
         lin.bias.copy_(torch.tensor(p["c"]))
     if np.issubdtype(inputs.dtype, np.integer):
@@ -272,13 +281,7 @@ def test_chunked_truncation_equals_torch_with_detach(cell, k):
     H = p["W"].shape[1]
     Mod = {"lstm": torch.nn.LSTMCell, "gru": torch.nn.GRUCell}[cell]
     m = Mod(p["U"].shape[1], H, dtype=torch.float64)
-    with torch.no_grad():
-        m.weight_ih.copy_(torch.tensor(p["U"]))
-        m.weight_hh.copy_(torch.tensor(p["W"]))
-        m.bias_ih.copy_(torch.tensor(p["b"]))
-        m.bias_hh.zero_()
-        if cell == "gru":
-            m.bias_hh[2 * H:] = torch.tensor(p["bn"])
+    load_torch_weights(m, p, cell, suffix="")
     V = torch.tensor(p["V"], requires_grad=True)
     c = torch.tensor(p["c"], requires_grad=True)
     st = tuple(torch.tensor(s) for s in case["h0"]) if cell == "lstm" else torch.tensor(case["h0"])
@@ -381,13 +384,7 @@ def _torch_layer(cell, p, x, h0, c0, dhs, dh_last, dc_last):
     H = p["W"].shape[1]
     Mod = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
     m = Mod(I, H, dtype=torch.float64)
-    with torch.no_grad():
-        m.weight_ih_l0.copy_(torch.tensor(p["U"]))
-        m.weight_hh_l0.copy_(torch.tensor(p["W"]))
-        m.bias_ih_l0.copy_(torch.tensor(p["b"]))
-        m.bias_hh_l0.zero_()
-        if cell == "gru":
-            m.bias_hh_l0[2 * H:] = torch.tensor(p["bn"])
+    load_torch_weights(m, p, cell)
     tx = torch.tensor(x, requires_grad=True)
     th = torch.tensor(h0)[None].requires_grad_(True)
     tc = torch.tensor(c0)[None].requires_grad_(True)

@@ -5,7 +5,7 @@ Row ``[h]`` (K = 1), delta ``[da]`` (D = 1). Arrays are [B, ·] for one step.
 from __future__ import annotations
 
 from .._jit import njit
-from .activations import RELU, SIGMOID, TANH, sigmoid_s, tanh_s
+from .activations import SIGMOID, TANH, sigmoid_s, tanh_s
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
 

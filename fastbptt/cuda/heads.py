@@ -9,7 +9,6 @@ import functools
 import math
 from types import SimpleNamespace
 
-import numpy as np
 from numba import cuda, float64
 
 from .activations import nbfloat

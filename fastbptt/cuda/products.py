@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 from types import SimpleNamespace
 
-import numpy as np
 from numba import cuda
 
 from .activations import nbfloat
