@@ -226,7 +226,10 @@ NTHREADS = _max_threads()
 _PINNED = any(_os.environ.get(v, "").split(",")[0].strip().isdigit()
               for v in ("FASTBPTT_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                         "OMP_NUM_THREADS"))
-_busy = [-1.0, NTHREADS]          # [when last looked, threads the big products may use]
+# [when last looked, threads the big products may use, when a neighbour was last seen]
+_busy = [-1.0, NTHREADS, -1e9]
+_LOOK_EVERY = 0.25        # seconds between two readings of the run queue
+_QUIET_FOR = 2.0          # seconds without a neighbour seen before the cores count as free
 
 
 def _own_running():
@@ -241,28 +244,44 @@ def _own_running():
     return max(1, n)
 
 
-def threads_now():
+def _others_running():
+    """Runnable tasks of other processes now (``/proc/loadavg``'s running field less ours)."""
+    try:
+        with open("/proc/loadavg") as f:
+            running = int(f.read().split()[3].split("/")[0])
+        return max(0, running - _own_running())
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def threads_now(clock=None):
     """Threads for this call's big products: the cores no other runnable task is using.
 
     A threaded product waits for all of its threads at its end; when another process holds
     one of the cores, that wait lasts a scheduler slice and the call collapses (measured
-    10x slower at the small size with one core busy). So before each call the runnable
-    tasks of *other* processes are counted (``/proc/loadavg``'s running field less this
-    process's running threads: the BLAS's own worker threads spin for a while after a
-    threaded product and must not count as a neighbour; re-read at most every 0.25 s) and
-    the big products get only the cores left free. An explicit thread count in the
-    environment (``FASTBPTT_NUM_THREADS``, ``OMP_NUM_THREADS``, ...) is followed as it is.
+    10x slower at the small size with one core busy, 20x with two threads forced next to
+    other work). So the runnable tasks of *other* processes are counted (``/proc/loadavg``'s
+    running field less this process's running threads: the BLAS's own worker threads spin
+    for a while after a threaded product and must not count as a neighbour; re-read at
+    most every 0.25 s), and the big products get only the cores left free. One reading is
+    a snapshot that misses a neighbour between its bursts, and the costs are lopsided (a
+    collapse is 10-20x, one thread too few at most 1.5x), so once a neighbour is seen the
+    cores count as free again only after 2 s in which none was seen. An explicit thread
+    count in the environment (``FASTBPTT_NUM_THREADS``, ``OMP_NUM_THREADS``, ...) is
+    followed as it is.
     """
     if NTHREADS == 1 or _PINNED:
         return NTHREADS
-    import time
-    now = time.monotonic()
-    if now - _busy[0] > 0.25:
-        try:
-            with open("/proc/loadavg") as f:
-                running = int(f.read().split()[3].split("/")[0])
-            others = running - _own_running()
-        except (OSError, ValueError, IndexError):
-            others = 0
-        _busy[0], _busy[1] = now, max(1, min(NTHREADS, NTHREADS - max(0, others)))
+    if clock is None:
+        import time
+        clock = time.monotonic
+    now = clock()
+    if now - _busy[0] > _LOOK_EVERY:
+        others = _others_running()
+        if others > 0:
+            _busy[2] = now
+            _busy[1] = max(1, NTHREADS - others)
+        elif now - _busy[2] >= _QUIET_FOR:
+            _busy[1] = NTHREADS
+        _busy[0] = now
     return _busy[1]
