@@ -109,6 +109,10 @@ class _Plain:
         return api.loss_and_grad(params, inputs, targets, h0, **self._opts)
 
 
+def _int64(a):
+    return a if a.dtype == np.int64 else a.astype(np.int64)
+
+
 def _sig(a):
     """(shape, dtype) an array must keep for the fast path."""
     return a.shape, a.dtype
@@ -202,8 +206,10 @@ class _Prepared:
         state0 = self._state0(h0)
         if state0 is None:
             return self._plain(params, inputs, targets, h0)
-        ids = inputs if self._in_kind else self._ei
-        tgt = targets if self._loss_kind == 0 else self._ei
+        # the kernel was compiled for int64 ids: other integer types are converted, as
+        # loss_and_grad's validation does
+        ids = _int64(inputs) if self._in_kind else self._ei
+        tgt = _int64(targets) if self._loss_kind == 0 else self._ei
         if (self._in_kind or self._loss_kind == 0) and not _ids_in_range(
                 ids.reshape(-1), self._n_ids, tgt.reshape(-1), self._n_out):
             return self._plain(params, inputs, targets, h0)
@@ -211,7 +217,7 @@ class _Prepared:
         g["last"] = np.empty_like(self._zeros)       # never reused: often the next call's h0
         pv = params.get
         args = self._args(params["U"], params["W"], params["b"], pv("bn"), params["V"],
-                          params["c"], pv("E"), inputs, inputs, targets, targets, state0, g)
+                          params["c"], pv("E"), inputs, ids, tgt, targets, state0, g)
         loss = self._kernel(*args)
         grads = {"U": g["U"].T.copy() if self._in_kind == 1 else g["U"], "W": g["W"], "b": g["b"],
                  "V": g["V"], "c": g["c"]}
