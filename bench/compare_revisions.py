@@ -18,8 +18,9 @@ directory point at that tree, with a new, empty ``NUMBA_CACHE_DIR`` of its own. 
 * the min-char-rnn adapter against the gist's ``lossFun`` (tests/originals), float64,
   ``OPENBLAS_NUM_THREADS=1``, interleaved calls, medians
 
-The trees run one after the other (base first), and the markdown's last column is base /
-working tree (> 1: the working tree is faster; for chars/s the other way round).
+Phase by phase the two trees run one after the other (base first), so load changes on a
+shared machine hit both; the markdown's last column is the working tree's speed-up over the
+base (> 1: faster).
 """
 from __future__ import annotations
 
@@ -99,29 +100,43 @@ def _train_seconds(tree, cache, steps, timeout):
     return chars / cps, chars
 
 
-def measure_tree(tree, sizes, min_time, train_steps, timeout):
-    """The issue's figures for the source tree at ``tree``, on a new Numba cache of its own."""
-    cache = tempfile.mkdtemp(prefix="fastbptt_cmp_cache_")
+def _check_tree(tree, cache):
+    probe = _run([sys.executable, "-c", "import fastbptt; print(fastbptt.__file__)"], tree, cache, 120)
+    if not os.path.realpath(probe.strip()).startswith(os.path.realpath(tree)):
+        raise RuntimeError(f"{tree}: imported fastbptt from {probe.strip()}, not the tree")
+    return probe.strip()
+
+
+def measure_trees(trees, sizes, min_time, train_steps, timeout):
+    """The issue's figures for each source tree, each on a new Numba cache of its own.
+
+    Phase by phase, the trees one after the other (cold first calls of both, then warm, ...),
+    so a change in the machine's load between phases hits both sides alike.
+    """
+    caches = [tempfile.mkdtemp(prefix="fastbptt_cmp_cache_") for _ in trees]
+    res = [dict() for _ in trees]
+    both = list(zip(trees, caches, res))
     try:
-        res = {}
-        probe = _run([sys.executable, "-c", "import fastbptt; print(fastbptt.__file__)"], tree, cache, 60)
-        res["fastbptt_file"] = probe.strip()
-        if not os.path.realpath(res["fastbptt_file"]).startswith(os.path.realpath(tree)):
-            raise RuntimeError(f"{tree}: imported fastbptt from {res['fastbptt_file']}, not the tree")
-        cold = _bench(tree, cache, ["minchar"], 0.5, timeout)["minchar"]
-        warm = _bench(tree, cache, ["minchar"], 0.5, timeout)["minchar"]
-        res["first_call_cold_s"], res["first_call_warm_s"] = cold["first_s"], warm["first_s"]
-        rows = _bench(tree, cache, sizes, min_time, timeout)
-        res["loss_and_grad_ms"] = {s: rows[s]["ms"] for s in sizes if s in rows}
-        (t1, c1), (t2, c2) = (_train_seconds(tree, cache, n, timeout) for n in train_steps)
-        res["train_chars_per_s"] = (c2 - c1) / (t2 - t1) if t2 > t1 else float("nan")
-        ad = json.loads(_run([sys.executable, "-c", ADAPTER_CHILD.replace("MIN_TIME", str(min_time))],
-                             tree, cache, timeout, {"OPENBLAS_NUM_THREADS": "1"}).strip().splitlines()[-1])
-        res["minchar_gist_ms"], res["minchar_adapter_ms"] = ad["gist_ms"], ad["adapter_ms"]
-        res["adapter_vs_gist"] = ad["gist_ms"] / ad["adapter_ms"]
+        for tree, cache, r in both:
+            r["fastbptt_file"] = _check_tree(tree, cache)
+        for key in ("first_call_cold_s", "first_call_warm_s"):
+            for tree, cache, r in both:
+                r[key] = _bench(tree, cache, ["minchar"], 0.5, timeout)["minchar"]["first_s"]
+        for tree, cache, r in both:
+            rows = _bench(tree, cache, sizes, min_time, timeout)
+            r["loss_and_grad_ms"] = {s: rows[s]["ms"] for s in sizes if s in rows}
+        for tree, cache, r in both:
+            (t1, c1), (t2, c2) = (_train_seconds(tree, cache, n, timeout) for n in train_steps)
+            r["train_chars_per_s"] = (c2 - c1) / (t2 - t1) if t2 > t1 else float("nan")
+        for tree, cache, r in both:
+            ad = json.loads(_run([sys.executable, "-c", ADAPTER_CHILD.replace("MIN_TIME", str(min_time))],
+                                 tree, cache, timeout, {"OPENBLAS_NUM_THREADS": "1"}).strip().splitlines()[-1])
+            r["minchar_gist_ms"], r["minchar_adapter_ms"] = ad["gist_ms"], ad["adapter_ms"]
+            r["adapter_vs_gist"] = ad["gist_ms"] / ad["adapter_ms"]
         return res
     finally:
-        shutil.rmtree(cache, ignore_errors=True)
+        for cache in caches:
+            shutil.rmtree(cache, ignore_errors=True)
 
 
 def _git(*args):
@@ -130,17 +145,16 @@ def _git(*args):
 
 def compare(base, sizes, min_time, train_steps, timeout):
     base_sha = _git("rev-parse", "--verify", f"{base}^{{commit}}")
+    head = _git("rev-parse", "HEAD")
+    dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
     tmp = tempfile.mkdtemp(prefix="fastbptt_base_")
     tree = os.path.join(tmp, "tree")
     _git("worktree", "add", "--detach", tree, base_sha)
     try:
-        old = measure_tree(tree, sizes, min_time, train_steps, timeout)
+        old, new = measure_trees([tree, ROOT], sizes, min_time, train_steps, timeout)
     finally:
         _git("worktree", "remove", "--force", tree)
         shutil.rmtree(tmp, ignore_errors=True)
-    new = measure_tree(ROOT, sizes, min_time, train_steps, timeout)
-    head = _git("rev-parse", "HEAD")
-    dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
     return dict(base=dict(rev=base, sha=base_sha, **old),
                 work=dict(rev="working tree", sha=head, dirty=dirty, **new))
 

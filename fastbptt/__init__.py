@@ -7,10 +7,11 @@ cached on disk; nothing compiles at import.
 from .api import (gru_backward, gru_forward, init_params, loss_and_grad, lstm_backward,
                   lstm_forward, rnn_backward, rnn_forward)
 from .gradcheck import gradcheck
+from .prepared import make_loss_and_grad
 
 __version__ = "0.1.0"
 
-__all__ = ["init_params", "loss_and_grad", "rnn_forward", "rnn_backward", "lstm_forward",
+__all__ = ["init_params", "loss_and_grad", "make_loss_and_grad", "rnn_forward", "rnn_backward", "lstm_forward",
            "lstm_backward", "gru_forward", "gru_backward", "gradcheck", "__version__"]
 
 

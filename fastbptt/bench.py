@@ -38,6 +38,8 @@ SIZES = {  # name: (T, B, n_in, H, n_out, one-hot ids)
     "large": (64, 128, 1024, 1024, 1024, False),
 }
 IMPLS = ("fastbptt", "fastbptt-mkl", "reference", "torch", "jax")
+# measured only when named in --impls: make_loss_and_grad's prepared call
+EXTRA_IMPLS = ("fastbptt-prepared",)
 ROOF = (8192, 1024, 1024)                 # sgemm [M, K] @ [K, N]
 
 
@@ -107,6 +109,13 @@ def _fn_fastbptt(size, dtype, backend, cell="rnn"):
     if backend == "cuda":
         from . import cuda  # noqa: F401  (raises ImportError when unavailable)
     return lambda: api.loss_and_grad(params, x, y, backend=backend, cell=cell)
+
+
+def _fn_prepared(size, dtype, backend, cell="rnn"):
+    from . import prepared
+    params, x, y = _problem(size, dtype, cell)
+    fn = prepared.make_loss_and_grad(params, x, y, backend=backend, cell=cell)
+    return lambda: fn(params, x, y)
 
 
 def _fn_reference(size, dtype, backend, cell="rnn"):
@@ -234,6 +243,7 @@ def _worker(argv):
         fl = 2 * ROOF[0] * ROOF[1] * ROOF[2]
     else:
         fn = {"fastbptt": _fn_fastbptt, "fastbptt-mkl": _fn_fastbptt,
+              "fastbptt-prepared": _fn_prepared,
               "reference": _fn_reference, "torch": _fn_torch,
               "jax": _fn_jax}[impl](size, dtype, backend, cell)
         fl = flops(*SIZES[size][:5], cell=cell)
@@ -305,7 +315,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="cpu", choices=("cpu", "cuda"),
                         help="fastbptt backend to measure (default cpu)")
     parser.add_argument("--impls", default=",".join(IMPLS),
-                        help="comma-separated subset of " + ", ".join(IMPLS))
+                        help="comma-separated subset of " + ", ".join(IMPLS + EXTRA_IMPLS)
+                             + " (default: all but " + ", ".join(EXTRA_IMPLS) + ")")
     parser.add_argument("--min-time", type=float, default=2.0,
                         help="seconds of timed calls per measurement, at least 5 calls (default 2)")
     parser.add_argument("--rounds", type=int, default=1,
@@ -339,6 +350,8 @@ def run_bench(sizes: list[str], dtype: str = "float32", backend: str = "cpu", im
         skip["jax"] = "JAX not installed (pip install jax jaxlib)"
     if "fastbptt-mkl" in impls and (backend != "cpu" or not _available("mkl")):
         skip["fastbptt-mkl"] = "the optional mkl package is not installed (pip install mkl)"
+    if "fastbptt-prepared" in impls and backend != "cpu":
+        skip["fastbptt-prepared"] = "make_loss_and_grad's fast path is the CPU backend's"
     if backend == "cuda":
         try:
             from . import cuda
@@ -483,7 +496,7 @@ def main(args: argparse.Namespace) -> int:
     """Run ``fastbptt bench`` with parsed ``args``; the exit status."""
     from .cli import CLIError
     sizes = _parse_list("sizes", args.sizes, tuple(SIZES))
-    impls = _parse_list("impls", args.impls, IMPLS)
+    impls = _parse_list("impls", args.impls, IMPLS + EXTRA_IMPLS)
     from .cli import check_output_path
     for name in ("min_time", "timeout"):
         v = getattr(args, name)

@@ -5,7 +5,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .. import api
+from ..prepared import make_loss_and_grad
 from ._check import float_params, python_ids, real_array
 
 _NAMES = ("Wxh", "Whh", "Why", "bh", "by")
@@ -55,6 +55,8 @@ def min_char_rnn(*args, **kwargs):
         ns = dict(zip(_NAMES, args))
         _params(ns, strict=True)
 
+    prepared = {}                 # (T, H, V) -> make_loss_and_grad's function for that shape
+
     def lossFun(inputs, targets, hprev):
         Wxh, Whh, Why, bh, by = params = _params(ns, strict=True)
         H, V = Wxh.shape
@@ -71,8 +73,14 @@ def min_char_rnn(*args, **kwargs):
         # (n, 1) columns are read as [n] rows and hprev as one batch row
         p = {"U": f64["Wxh"], "W": f64["Whh"], "b": f64["bh"].reshape(H), "V": f64["Why"],
              "c": f64["by"].reshape(V)}
-        loss, g, h_last = api.loss_and_grad(p, ids[:, None], tgt[:, None],
-                                            h0.astype(np.float64).reshape(1, H), backend="cpu")
+        args = (p, ids[:, None], tgt[:, None], h0.astype(np.float64).reshape(1, H))
+        # a training loop calls with one shape: validate it once, then only check what changes
+        fn = prepared.get((T, H, V))
+        if fn is None:
+            if len(prepared) >= 8:         # many lengths: keep the cache small
+                prepared.clear()
+            fn = prepared[T, H, V] = make_loss_and_grad(*args, backend="cpu")
+        loss, g, h_last = fn(*args)
         out = []
         for key, prm in zip(("U", "W", "V", "b", "c"), params):
             d = g[key].reshape(prm.shape).astype(prm.dtype, copy=False)
