@@ -260,8 +260,11 @@ def loss_and_grad(params, inputs, targets, h0=None, *, cell="rnn", activation="t
     layer, direction and segment (see :func:`_cpu_loss_and_grad`), which holds every layer's
     outputs ``[T, B, D·H]``, except with ``truncate`` (unidirectional only): then it runs one
     truncation window at a time through all layers and holds O(k2) steps of outputs and caches
-    (:func:`_cpu_windowed`); ``checkpoint`` drops the per-step caches as well. One-hot id inputs are expanded to ``[T, B, n_in]`` rows for layer 0 on the CPU.
-    ``"cuda"`` raises ``NotImplementedError``.
+(:func:`_cpu_windowed`); ``checkpoint`` drops the per-step caches as well. One-hot id
+    inputs are expanded to ``[T, B, n_in]`` rows for layer 0 on the host. ``"cuda"`` runs
+    the same schedule with each layer call on the GPU (``rnn_forward(..., backend="cuda")``
+    ...): arrays travel between host and device at every call, and the head, the loss and
+    the gathers of the reverse direction run on the host.
     """
     p, st = validate(params, inputs, targets, h0, cell=cell, activation=activation,
                      num_layers=num_layers, bidirectional=bidirectional, loss=loss,
@@ -270,11 +273,8 @@ def loss_and_grad(params, inputs, targets, h0=None, *, cell="rnn", activation="t
     if backend == "numpy":
         from . import reference_stack
         value, grads, last = reference_stack.loss_and_grad(p, st)
-    elif backend == "cpu":
-        value, grads, last = _cpu_loss_and_grad(p, st)
-    else:
-        raise NotImplementedError(f"backend={backend!r} does not run stacked or bidirectional "
-                                  "models yet; use backend='cpu' or 'numpy'")
+    else:   # "cpu", or "cuda": the same schedule over the CUDA layer calls
+        value, grads, last = _cpu_loss_and_grad(p, st, backend)
     return value, grads, last if p.cell.S == 2 else last[0]
 
 
@@ -300,7 +300,7 @@ def collect(weight_grads, dV, dc, dE, dstate0, finals):
 
 # --------------------------------------------------------------------------- cpu backend
 
-def _layer_api(cell):
+def _layer_api(cell, backend="cpu"):
     """(forward, backward) of one layer through the public layer API, in a common form.
 
     forward(x [n, B, F], state, w, activation) -> (hs [n, B, H], cache, end state)
@@ -310,7 +310,8 @@ def _layer_api(cell):
 
     if cell.name == "rnn":
         def forward(x, state, w, activation):
-            hs, cache = api.rnn_forward(x, state[0], w["U"], w["W"], w["b"], activation=activation)
+            hs, cache = api.rnn_forward(x, state[0], w["U"], w["W"], w["b"], activation=activation,
+                                        backend=backend)
             return hs, cache, (hs[-1],)
 
         def backward(dhs, cache, dc_last):
@@ -324,7 +325,7 @@ def _layer_api(cell):
     bwd = getattr(api, f"{cell.name}_backward")
     if cell.name == "lstm":
         def forward(x, state, w, activation):
-            hs, cache = fwd(x, state[0], state[1], w["U"], w["W"], w["b"])
+            hs, cache = fwd(x, state[0], state[1], w["U"], w["W"], w["b"], backend=backend)
             return hs, cache, (hs[-1], cache.c_last)
 
         def backward(dhs, cache, dc_last):
@@ -333,7 +334,7 @@ def _layer_api(cell):
         return forward, backward
 
     def forward(x, state, w, activation):
-        hs, cache = fwd(x, state[0], w["U"], w["W"], w["b"], w["bn"])
+        hs, cache = fwd(x, state[0], w["U"], w["W"], w["b"], w["bn"], backend=backend)
         return hs, cache, (hs[-1],)
 
     def backward(dhs, cache, dc_last):
@@ -367,7 +368,7 @@ def _head(p, top, V, c, t0=0):
     return float(loss), o.T @ h, o.sum(axis=0), dtop
 
 
-def _cpu_loss_and_grad(p, st):
+def _cpu_loss_and_grad(p, st, backend="cpu"):
     """Stacked model on the CPU: one layer-API call per layer, direction and segment.
 
     Segments are cut where a state is read out (the LSTM's at each sequence's last valid step;
@@ -381,9 +382,9 @@ def _cpu_loss_and_grad(p, st):
     from .cpu import scatter_add_rows
 
     if p.truncate is not None and st.D == 1:
-        return _cpu_windowed(p, st)
+        return _cpu_windowed(p, st, backend)
     T, B, H, L, D = p.T, p.B, st.H, st.L, st.D
-    forward, backward = _layer_api(p.cell)
+    forward, backward = _layer_api(p.cell, backend)
     cols = np.arange(B)
     # reverse direction: step s of sequence b reads time rev[s, b] (padding keeps its place)
     s_idx = np.arange(T)[:, None]
@@ -489,7 +490,7 @@ def _cpu_loss_and_grad(p, st):
     return loss, out, last
 
 
-def _cpu_windowed(p, st):
+def _cpu_windowed(p, st, backend="cpu"):
     """A truncated unidirectional stacked model, one truncation window at a time.
 
     Window ``[lo, s1)`` of block ``[s0, s1)`` runs forward through every layer from the
@@ -503,7 +504,7 @@ def _cpu_windowed(p, st):
     from .cpu import scatter_add_rows
 
     T, B, H, L = p.T, p.B, st.H, st.L
-    forward, backward = _layer_api(p.cell)
+    forward, backward = _layer_api(p.cell, backend)
     S = p.cell.S
     cols = np.arange(B)
     k1, k2 = p.truncate
