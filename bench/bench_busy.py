@@ -30,6 +30,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)          # measure this tree's fastbptt, not an installed one
 SIZES = ("minchar", "small", "medium")
 NEIGHBOURS = {
     "none": None,

@@ -26,7 +26,11 @@ import statistics
 import sys
 import time
 
-import numpy as np
+import os
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this tree's fastbptt
+
+import numpy as np  # noqa: E402
 
 CELLS = ("rnn", "lstm", "gru")
 SIZES = ("minchar", "small", "medium")

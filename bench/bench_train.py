@@ -30,12 +30,16 @@ import statistics
 import sys
 import time
 
-import numpy as np
+import os
 
-from fastbptt import api
-from fastbptt import train as tr
-from fastbptt.cli import measurement_metadata
-from fastbptt.stream import TBPTTStream
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this tree's fastbptt
+
+import numpy as np  # noqa: E402
+
+from fastbptt import api  # noqa: E402
+from fastbptt import train as tr  # noqa: E402
+from fastbptt.cli import measurement_metadata  # noqa: E402
+from fastbptt.stream import TBPTTStream  # noqa: E402
 
 CELLS = ("rnn", "lstm", "gru")
 TORCH_THREADS = (1, 2)

@@ -36,6 +36,7 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)          # measure this tree's fastbptt, not an installed one
 DEFAULT_BASE = "50b72ae"          # round 1 of the performance work
 
 ADAPTER_CHILD = r"""

@@ -41,6 +41,9 @@ DEFAULTS = dict(hidden=128, batch=32, bptt=32, optimizer="adam", dtype="float32"
 DEFAULT_LR = {"adam": 2e-3, "adagrad": 0.1}
 PARAM_KEYS = ("U", "W", "b", "V", "c")     # every cell's; the GRU adds "bn", layers l >= 1 "U_l1" ...
 STATE_KEYS = ("h0", "c0")
+# plain stacked recurrent layers (no residual connections) do not train far beyond a few, and
+# a bound keeps a mistyped --layers from building a model for minutes
+MAX_LAYERS = 64
 
 # --------------------------------------------------------------------------- arguments
 def _float_pos(allow_zero=False):
@@ -53,6 +56,16 @@ def _float_pos(allow_zero=False):
             raise argparse.ArgumentTypeError(f"expected a finite number {'>= 0' if allow_zero else '> 0'}; got {s}")
         return v
     parse.__name__ = "float"
+    return parse
+
+
+def _int_between(lo, hi):
+    def parse(s):
+        v = _int_at_least(lo)(s)
+        if v > hi:
+            raise argparse.ArgumentTypeError(f"expected an integer from {lo} to {hi}; got {v}")
+        return v
+    parse.__name__ = "int"
     return parse
 
 
@@ -76,8 +89,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     a("--hidden", type=_int_at_least(1), default=None, help=f"hidden units (default {DEFAULTS['hidden']})")
     a("--cell", choices=("rnn", "lstm", "gru"), default=None,
       help="recurrent cell (default rnn, the Elman RNN; a checkpoint keeps its own)")
-    a("--layers", type=_int_at_least(1), default=None,
-      help="stacked recurrent layers of --cell (default 1; a checkpoint keeps its own). There is "
+    a("--layers", type=_int_between(1, MAX_LAYERS), default=None,
+      help=f"stacked recurrent layers of --cell, 1 to {MAX_LAYERS} (default 1; a checkpoint keeps its own). There is "
       "no --bidirectional: a language model predicts each character from the ones before it, and "
       "a reverse direction would read the very character it predicts")
     a("--batch", type=_int_at_least(1), default=None,

@@ -404,3 +404,9 @@ def test_layers_on_dask_is_one_line_error(text_file, capsys):
 def test_there_is_no_bidirectional_language_model(capsys):
     code, _, err = run(["--bidirectional"], capsys)
     assert_one_line_error(code, err, "--bidirectional")
+
+
+@pytest.mark.parametrize("value", ["0", "65", "two"])
+def test_bad_layers_is_one_line_error(value, capsys):
+    code, _, err = run(["--layers", value], capsys)
+    assert_one_line_error(code, err, "--layers")

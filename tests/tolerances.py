@@ -67,3 +67,8 @@ DISTRIBUTED_TRAIN64 = dict(rtol=1e-9, atol=0)
 # Stacked/bidirectional models against torch.autograd, float64: the rtol 1e-10; atol
 # for entries that cancel to ~0 (sizes T ≤ 6, H ≤ 5, values O(1)).
 TORCH_LAYERS64 = dict(rtol=1e-10, atol=1e-12)
+# The float64 straight-line exp/tanh/sigmoid (fastbptt.cpu.activations.exp_f64, tanh_f64,
+# sigmoid_f64) against long-double NumPy, in float64 ulps (fractional): measured worst 1.62
+# (exp), 1.25 (tanh), 2.28 (sigmoid: e^-x, the sum and the division each round) over
+# [-745, 710], subnormal inputs included.
+F64_ACT_ULP = 3

@@ -174,32 +174,41 @@ def gemm(A, ta, B, tb, C, beta, scratch, fscratch):
     scratch[8] is the most threads a big product may use, scratch[9] the thread count last
     set (-1: none yet) and scratch[10] the caller's setting, for :func:`restore_threads`.
     """
+    # Callers pass contiguous and strided operands, so this wrapper compiles for several
+    # layouts; it only reads sizes, strides and addresses, and the BLAS call itself
+    # (_gemm_raw, scalar arguments) compiles once per dtype: less to compile on a cold start.
     m, n = C.shape
     k = A.shape[0] if ta else A.shape[1]
-    isz = C.itemsize
     if m == 0 or n == 0:
         return
+    if k == 0:
+        for i in range(m):
+            for j in range(n):
+                C[i, j] = C[i, j] * beta if beta != 0 else 0
+        return
+    isz = C.itemsize
+    _gemm_raw(1 if ta else 0, 1 if tb else 0, m, n, k, A.ctypes.data, _ld(A, isz),
+              B.ctypes.data, _ld(B, isz), C.ctypes.data, _ld(C, isz), float(beta), scratch, fscratch)
+
+
+@njit(**_JIT)
+def _gemm_raw(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, beta, scratch, fscratch):
+    """:func:`gemm` on addresses and leading dimensions (m, n, k > 0); fscratch sets the dtype."""
     # row-major C = op(A) op(B)  <=>  column-major Cᵀ = op(B)ᵀ op(A)ᵀ
     scratch[0] = 84 if tb else 78        # 'T' / 'N'
     scratch[1] = 84 if ta else 78
     scratch[2] = n
     scratch[3] = m
     scratch[4] = k
-    scratch[5] = _ld(B, isz)             # leading dimensions: the row strides
-    scratch[6] = _ld(A, isz)
-    scratch[7] = _ld(C, isz)
+    scratch[5] = ldb                     # leading dimensions: the row strides
+    scratch[6] = lda
+    scratch[7] = ldc
     fscratch[0] = 1
     fscratch[1] = beta
     s = scratch.ctypes.data
     f = fscratch.ctypes.data
     fsz = fscratch.itemsize
-    if k == 0:
-        for i in range(m):
-            for j in range(n):
-                C[i, j] = C[i, j] * beta if beta != 0 else 0
-        return
-    args = (s, s + 4, s + 8, s + 12, s + 16, f, B.ctypes.data, s + 20, A.ctypes.data, s + 24,
-            f + fsz, C.ctypes.data, s + 28)
+    args = (s, s + 4, s + 8, s + 12, s + 16, f, b, s + 20, a, s + 24, f + fsz, c, s + 28)
     mnk = m * n * k
     if mnk >= _SMALL_GEMM:                      # tiny ones go to OpenBLAS, one thread anyway
         want = 1 if mnk < _THREAD_MIN else scratch[8]
@@ -209,16 +218,14 @@ def gemm(A, ta, B, tb, C, beta, scratch, fscratch):
                 scratch[10] = prev
             scratch[9] = want
     if mnk < _SMALL_GEMM:
-        if C.itemsize == 4:
+        if fsz == 4:
             _sgemm_small(*args)
         else:
             _dgemm_small(*args)
-    elif C.itemsize == 4:
+    elif fsz == 4:
         _sgemm(*args)
     else:
         _dgemm(*args)
-
-
 
 
 LP64_MAX = 2 ** 31          # gemm passes sizes to BLAS as 32-bit ints
