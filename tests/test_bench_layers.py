@@ -52,3 +52,22 @@ def test_bad_layers_is_one_line_error(capsys):
     assert cli.main(["bench", "--layers", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--layers" in err[0]
+
+
+def test_bench_layers_renderer():
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "docs" / "figures"))
+    import readme_figures as rf
+
+    def run(cell, ms_f, ms_t):
+        rows = [dict(size="medium", impl="fastbptt", ms=ms_f, gflops=12.0, speedup_vs_torch=ms_t / ms_f),
+                dict(size="medium", impl="torch", ms=ms_t, gflops=8.0, speedup_vs_torch=1.0)]
+        return dict(rows=rows, cell=cell, num_layers=2, bidirectional=True, dtype="float32", rounds=3,
+                    flops_formula="f", meta=dict(date="d", command=f"fastbptt bench --cell {cell}"))
+    md = rf.RENDERERS["bench_layers"](run("lstm", 100.0, 150.0), run("gru", 80.0, 100.0))
+    assert "2 stacked bidirectional layers" in md
+    assert "| LSTM | medium (100, 64, 256, 512, 256) | **100** | 12 | 150 | **1.50** |" in md
+    assert "| GRU |" in md and "fastbptt bench --cell gru" in md
+    with pytest.raises(ValueError, match="same --layers"):
+        rf.RENDERERS["bench_layers"](run("lstm", 1.0, 1.0), dict(run("gru", 1.0, 1.0), num_layers=3))
