@@ -167,6 +167,9 @@ class _Prepared:
                           p.state0, g)
         sig = tuple(fused_full_bptt.typeof_pyval(a) for a in args)
         self._kernel = fused_full_bptt.compile(sig)
+        ei = self._ei
+        self._in_range = _ids_in_range.compile(
+            tuple(_ids_in_range.typeof_pyval(a) for a in (ei, 1, ei, 1)))
 
     def _new_grads(self):
         dt = self._dtype
@@ -210,7 +213,7 @@ class _Prepared:
         # loss_and_grad's validation does
         ids = _int64(inputs) if self._in_kind else self._ei
         tgt = _int64(targets) if self._loss_kind == 0 else self._ei
-        if (self._in_kind or self._loss_kind == 0) and not _ids_in_range(
+        if (self._in_kind or self._loss_kind == 0) and not self._in_range(
                 ids.reshape(-1), self._n_ids, tgt.reshape(-1), self._n_out):
             return self._plain(params, inputs, targets, h0)
         g = dict(self._grads) if self._reuse else self._new_grads()
