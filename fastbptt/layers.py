@@ -258,9 +258,13 @@ def loss_and_grad(params, inputs, targets, h0=None, *, cell="rnn", activation="t
     -----
     ``backend="numpy"`` runs :mod:`fastbptt.reference_stack`; ``"cpu"`` the layer API once per
     layer, direction and segment (see :func:`_cpu_loss_and_grad`), which holds every layer's
-    outputs ``[T, B, D·H]`` whatever ``truncate`` is; ``checkpoint`` drops the per-step caches
-    instead. One-hot id inputs are expanded to ``[T, B, n_in]`` rows for layer 0 on the CPU.
-    ``"cuda"`` raises ``NotImplementedError``.
+    outputs ``[T, B, D·H]``, except with ``truncate`` (unidirectional only): then it runs one
+    truncation window at a time through all layers and holds O(k2) steps of outputs and caches
+(:func:`_cpu_windowed`); ``checkpoint`` drops the per-step caches as well. One-hot id
+    inputs are expanded to ``[T, B, n_in]`` rows for layer 0 on the host. ``"cuda"`` runs
+    the same schedule with each layer call on the GPU (``rnn_forward(..., backend="cuda")``
+    ...): arrays travel between host and device at every call, and the head, the loss and
+    the gathers of the reverse direction run on the host.
     """
     p, st = validate(params, inputs, targets, h0, cell=cell, activation=activation,
                      num_layers=num_layers, bidirectional=bidirectional, loss=loss,
@@ -269,11 +273,8 @@ def loss_and_grad(params, inputs, targets, h0=None, *, cell="rnn", activation="t
     if backend == "numpy":
         from . import reference_stack
         value, grads, last = reference_stack.loss_and_grad(p, st)
-    elif backend == "cpu":
-        value, grads, last = _cpu_loss_and_grad(p, st)
-    else:
-        raise NotImplementedError(f"backend={backend!r} does not run stacked or bidirectional "
-                                  "models yet; use backend='cpu' or 'numpy'")
+    else:   # "cpu", or "cuda": the same schedule over the CUDA layer calls
+        value, grads, last = _cpu_loss_and_grad(p, st, backend)
     return value, grads, last if p.cell.S == 2 else last[0]
 
 
@@ -299,7 +300,7 @@ def collect(weight_grads, dV, dc, dE, dstate0, finals):
 
 # --------------------------------------------------------------------------- cpu backend
 
-def _layer_api(cell):
+def _layer_api(cell, backend="cpu"):
     """(forward, backward) of one layer through the public layer API, in a common form.
 
     forward(x [n, B, F], state, w, activation) -> (hs [n, B, H], cache, end state)
@@ -309,7 +310,8 @@ def _layer_api(cell):
 
     if cell.name == "rnn":
         def forward(x, state, w, activation):
-            hs, cache = api.rnn_forward(x, state[0], w["U"], w["W"], w["b"], activation=activation)
+            hs, cache = api.rnn_forward(x, state[0], w["U"], w["W"], w["b"], activation=activation,
+                                        backend=backend)
             return hs, cache, (hs[-1],)
 
         def backward(dhs, cache, dc_last):
@@ -323,7 +325,7 @@ def _layer_api(cell):
     bwd = getattr(api, f"{cell.name}_backward")
     if cell.name == "lstm":
         def forward(x, state, w, activation):
-            hs, cache = fwd(x, state[0], state[1], w["U"], w["W"], w["b"])
+            hs, cache = fwd(x, state[0], state[1], w["U"], w["W"], w["b"], backend=backend)
             return hs, cache, (hs[-1], cache.c_last)
 
         def backward(dhs, cache, dc_last):
@@ -332,7 +334,7 @@ def _layer_api(cell):
         return forward, backward
 
     def forward(x, state, w, activation):
-        hs, cache = fwd(x, state[0], w["U"], w["W"], w["b"], w["bn"])
+        hs, cache = fwd(x, state[0], w["U"], w["W"], w["b"], w["bn"], backend=backend)
         return hs, cache, (hs[-1],)
 
     def backward(dhs, cache, dc_last):
@@ -341,20 +343,24 @@ def _layer_api(cell):
     return forward, backward
 
 
-def _head(p, top, V, c):
-    """Loss, dV, dc and ∂L/∂top [T, B, D·H] of the output layer, over the rows with loss."""
+def _head(p, top, V, c, t0=0):
+    """Loss, dV, dc and ∂L/∂top [n, B, D·H] of the output layer, over the rows with loss.
+
+    ``top`` holds the steps ``t0 .. t0 + n - 1`` (all T by default).
+    """
     from .cpu import mse_rows, softmax_xent_ids, softmax_xent_probs
 
     T, B, F = top.shape
-    w = p.weights.reshape(-1)
+    w = p.weights[t0:t0 + T].reshape(-1)
     rows = np.flatnonzero(w)
+    g = rows + t0 * B                                         # rows of the whole [T·B] problem
     h = top.reshape(T * B, F)[rows]                           # [R, D·H]
     o = h @ V.T + c                                           # [R, n_out], becomes w·∂ℓ/∂o
     wr = np.ascontiguousarray(w[rows])
     if p.tgt_ids is not None:
-        loss = softmax_xent_ids(o, np.ascontiguousarray(p.tgt_ids.reshape(-1)[rows]), wr)
+        loss = softmax_xent_ids(o, np.ascontiguousarray(p.tgt_ids.reshape(-1)[g]), wr)
     else:
-        y = p.y_rows[rows] if p.y_map is None else p.y_rows[p.y_map.reshape(-1)[rows]]
+        y = p.y_rows[g] if p.y_map is None else p.y_rows[p.y_map.reshape(-1)[g]]
         y = np.ascontiguousarray(y)
         loss = mse_rows(o, y, wr) if p.loss == "mse" else softmax_xent_probs(o, y, wr)
     dtop = np.zeros_like(top)
@@ -362,7 +368,7 @@ def _head(p, top, V, c):
     return float(loss), o.T @ h, o.sum(axis=0), dtop
 
 
-def _cpu_loss_and_grad(p, st):
+def _cpu_loss_and_grad(p, st, backend="cpu"):
     """Stacked model on the CPU: one layer-API call per layer, direction and segment.
 
     Segments are cut where a state is read out (the LSTM's at each sequence's last valid step;
@@ -375,8 +381,10 @@ def _cpu_loss_and_grad(p, st):
     """
     from .cpu import scatter_add_rows
 
+    if p.truncate is not None and st.D == 1:
+        return _cpu_windowed(p, st, backend)
     T, B, H, L, D = p.T, p.B, st.H, st.L, st.D
-    forward, backward = _layer_api(p.cell)
+    forward, backward = _layer_api(p.cell, backend)
     cols = np.arange(B)
     # reverse direction: step s of sequence b reads time rev[s, b] (padding keeps its place)
     s_idx = np.arange(T)[:, None]
@@ -479,4 +487,107 @@ def _cpu_loss_and_grad(p, st):
         dE = np.zeros_like(p.E)
         scatter_add_rows(dE, p.ids.reshape(-1), dx0.reshape(-1, p.n_in))
     out, last = collect(grads, dV, dc, dE, dstate0, finals)
+    return loss, out, last
+
+
+def _cpu_windowed(p, st, backend="cpu"):
+    """A truncated unidirectional stacked model, one truncation window at a time.
+
+    Window ``[lo, s1)`` of block ``[s0, s1)`` runs forward through every layer from the
+    states saved at ``lo``, the head reads its steps ``[s0, s1)``, and the backward pass
+    goes down the layers within the window; then only the window's own outputs and caches
+    are dropped. So the per-step arrays held are O(k2) whatever T is (the steps
+    ``[lo, s0)`` shared with the previous window are recomputed: the same calls on the
+    same states, so the same numbers). Segments, cuts and results are those of
+    :func:`_cpu_loss_and_grad`.
+    """
+    from .cpu import scatter_add_rows
+
+    T, B, H, L = p.T, p.B, st.H, st.L
+    forward, backward = _layer_api(p.cell, backend)
+    S = p.cell.S
+    cols = np.arange(B)
+    k1, k2 = p.truncate
+    blocks = [(s0, min(T, s0 + k1), max(0, s0 - (k2 - k1))) for s0 in range(0, T, k1)]
+    reads = {int(v) + 1 for v in p.last if v >= 0} if S == 2 else set()
+    cuts = sorted({0, T} | reads | {e for blk in blocks for e in blk}
+                  | set(range(0, T, p.checkpoint or T)))
+    segments = list(zip(cuts[:-1], cuts[1:]))
+    table = None
+    if p.x is None:
+        table = p.E if p.E is not None else np.eye(p.n_in, dtype=p.dtype)   # one-hot rows
+
+    grads = [{k: np.zeros_like(v) for k, v in st.weights[layer][0].items()} for layer in range(L)]
+    dstate0 = [tuple(np.zeros_like(a) for a in st.state0[layer][0]) for layer in range(L)]
+    dE = np.zeros_like(p.E) if p.E is not None else None
+    dV, dc = np.zeros_like(st.V), np.zeros_like(st.c)
+    loss = 0.0
+    # state at each sequence's last valid step (the initial state where it has none)
+    finals = [tuple(a.copy() for a in st.state0[layer][0]) for layer in range(L)]
+    # the states every layer starts a later window from: {time: [state of layer l]}
+    los = {lo for _, _, lo in blocks}
+    starts = {0: [st.state0[layer][0] for layer in range(L)]}
+
+    for i, (s0, s1, lo) in enumerate(blocks):
+        n = s1 - lo
+        segs = [(a, e) for a, e in segments if lo <= a and e <= s1]
+        x = p.x[lo:s1] if table is None else table[p.ids[lo:s1]]     # [n, B, n_in]
+        ins, runs = [], []
+        here = (p.last >= s0) & (p.last < s1)                 # sequences that end in this block
+        for layer in range(L):
+            w = st.weights[layer][0]
+            state, run = starts[lo][layer], []
+            hs = np.empty((n, B, H), dtype=p.dtype)           # [n, B, H]
+            for a, e in segs:
+                start = state
+                hseg, cache, state = forward(np.ascontiguousarray(x[a - lo:e - lo]), state, w,
+                                             p.activation)
+                hs[a - lo:e - lo] = hseg
+                # checkpointing keeps the segment's initial state and recomputes its cache
+                run.append((a, e, start if p.checkpoint else cache))
+                if e in los and e > lo:
+                    starts.setdefault(e, [None] * L)[layer] = state
+                if S == 2 and e - 1 >= s0:
+                    ending = here & (p.last == e - 1)
+                    for acc, v in zip(finals[layer], state):
+                        acc[ending] = v[ending]
+            if S == 1 and here.any():
+                finals[layer][0][here] = hs[p.last[here] - lo, cols[here]]
+            ins.append(x)
+            runs.append(run)
+            x = hs
+        if i + 1 == len(blocks) or blocks[i + 1][2] != lo:   # early windows may share lo = 0
+            del starts[lo]
+
+        lw, dVw, dcw, dtop = _head(p, x[s0 - lo:], st.V, st.c, t0=s0)
+        loss += lw
+        dV += dVw
+        dc += dcw
+        dcur = np.zeros((n, B, H), dtype=p.dtype)             # [n, B, H] ∂L/∂h of the top layer
+        dcur[s0 - lo:] = dtop
+        del dtop
+        for layer in range(L - 1, -1, -1):
+            w = st.weights[layer][0]
+            xw = ins[layer]
+            need_dx = layer > 0 or dE is not None
+            dbelow = np.empty((n, B, xw.shape[2]), dtype=p.dtype) if need_dx else None
+            carry = tuple(np.zeros((B, H), dtype=p.dtype) for _ in range(S))
+            for a, e, cache in reversed(runs[layer]):
+                if p.checkpoint:
+                    cache = forward(np.ascontiguousarray(xw[a - lo:e - lo]), cache, w, p.activation)[1]
+                seg = dcur[a - lo:e - lo].copy()
+                seg[-1] += carry[0]                           # ∂L/∂h at the segment's end
+                dxs, carry, g = backward(seg, cache, carry[1] if S == 2 else None)
+                for k, v in g.items():
+                    grads[layer][k] += v
+                if need_dx:
+                    dbelow[a - lo:e - lo] = dxs
+            if lo == 0:
+                for acc, v in zip(dstate0[layer], carry):
+                    acc += v
+            runs[layer] = None                                # drop this layer's caches now
+            dcur = dbelow
+        if dE is not None:
+            scatter_add_rows(dE, p.ids[lo:s1].reshape(-1), dcur.reshape(-1, p.n_in))
+    out, last = collect([[g] for g in grads], dV, dc, dE, [[d] for d in dstate0], finals)
     return loss, out, last

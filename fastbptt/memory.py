@@ -152,16 +152,15 @@ def estimate(T: int, B: int, n_in: int, n_hidden: int, n_out: int, *,
 
     if fused:
         R = T * B
-        comp = {"states": (T + 1) * B * KH * it, "input_projection": R * GH * it}
-        # the logits are freed after the head; the deltas are allocated after it (D = 1: they
-        # live in the projection's memory), so the peak holds the larger of the two
-        logits, deltas = R * O * it, (R * DH * it if cl.D > 1 else 0)
-        phase = "head" if logits >= deltas else "backward"
-        comp.update({"logits": logits} if phase == "head" else {"deltas": deltas})
+        # one workspace for the whole call (fastbptt.cpu.fused.workspace_layout): states,
+        # the projection whose memory then holds the deltas [R, D·H], logits, scratch
+        comp = {"states": (T + 1) * B * KH * it,
+                "input_projection": R * max(cl.G, cl.D) * H * it, "logits": R * O * it}
+        phase = "head"
         if cl.split:
             comp["recurrent_scratch"] = B * GH * it
         if inputs == "embed":
-            comp["embedded_inputs"] = 2 * R * I * it               # E[ids] and δ U
+            comp["embedded_inputs"] = R * I * it                   # E[ids], then δ U
         comp["h_last"] = B * SH * it
         comp.update(fixed)
         comp["weight_copies"] = 0

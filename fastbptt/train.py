@@ -37,10 +37,13 @@ from .stream import TBPTTStream, batch_stream
 
 CHECKPOINT_FORMAT = "fastbptt-charlm-1"
 DEFAULTS = dict(hidden=128, batch=32, bptt=32, optimizer="adam", dtype="float32", clip=5.0,
-                cell="rnn")
+                cell="rnn", layers=1)
 DEFAULT_LR = {"adam": 2e-3, "adagrad": 0.1}
-PARAM_KEYS = ("U", "W", "b", "V", "c")     # every cell's; the GRU adds "bn"
+PARAM_KEYS = ("U", "W", "b", "V", "c")     # every cell's; the GRU adds "bn", layers l >= 1 "U_l1" ...
 STATE_KEYS = ("h0", "c0")
+# plain stacked recurrent layers (no residual connections) do not train far beyond a few, and
+# a bound keeps a mistyped --layers from building a model for minutes
+MAX_LAYERS = 64
 
 # --------------------------------------------------------------------------- arguments
 def _float_pos(allow_zero=False):
@@ -53,6 +56,16 @@ def _float_pos(allow_zero=False):
             raise argparse.ArgumentTypeError(f"expected a finite number {'>= 0' if allow_zero else '> 0'}; got {s}")
         return v
     parse.__name__ = "float"
+    return parse
+
+
+def _int_between(lo, hi):
+    def parse(s):
+        v = _int_at_least(lo)(s)
+        if v > hi:
+            raise argparse.ArgumentTypeError(f"expected an integer from {lo} to {hi}; got {v}")
+        return v
+    parse.__name__ = "int"
     return parse
 
 
@@ -76,6 +89,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     a("--hidden", type=_int_at_least(1), default=None, help=f"hidden units (default {DEFAULTS['hidden']})")
     a("--cell", choices=("rnn", "lstm", "gru"), default=None,
       help="recurrent cell (default rnn, the Elman RNN; a checkpoint keeps its own)")
+    a("--layers", type=_int_between(1, MAX_LAYERS), default=None,
+      help=f"stacked recurrent layers of --cell, 1 to {MAX_LAYERS} (default 1; a checkpoint keeps its own). There is "
+      "no --bidirectional: a language model predicts each character from the ones before it, and "
+      "a reverse direction would read the very character it predicts")
     a("--batch", type=_int_at_least(1), default=None,
       help=f"parallel streams over the text (default {DEFAULTS['batch']})")
     a("--bptt", type=_int_at_least(1), default=None,
@@ -197,7 +214,8 @@ def train_step(state: State, data: np.ndarray, cfg: dict) -> State:
     # the streaming helper walks the streams; State keeps its position and carried state so
     # a step stays one rebinding (Ctrl-C safe) and a checkpoint can resume mid-pass
     stream = TBPTTStream(data, cfg["bptt"], h0=state.h, pos=state.pos, drop_last=True,
-                         reduction="mean", cell=cfg.get("cell", "rnn"))
+                         reduction="mean", cell=cfg.get("cell", "rnn"),
+                         num_layers=cfg.get("layers", 1))
     if stream.done():                                # end of the streams: next epoch, fresh state
         stream.reset(None)
     loss, grads, h_last = stream.step(state.params)
@@ -220,16 +238,26 @@ def sample(params: dict, vocab: str, n: int, temperature: float, rng: np.random.
            seed_char: str = "\n", cell: str = "rnn") -> str:
     """``n`` characters drawn from the model, one at a time, starting after ``seed_char``."""
     from .cells import get as get_cell
+    from .layers import param_key
     step = get_cell(cell).ref.forward                # the cell's NumPy step (fastbptt/cells/)
     p = {k: v.astype(np.float64) for k, v in params.items()}
+    # weights of layer l as {"U", "W", "b"(, "bn")}: layer 0 has no suffix, l >= 1 "_l{l}"
+    nets = []
+    while param_key("W", len(nets)) in p:
+        nets.append({k: p[param_key(k, len(nets))] for k in ("U", "W", "b", "bn")
+                     if param_key(k, len(nets)) in p})
     index = {ch: i for i, ch in enumerate(vocab)}
     x = index.get(seed_char, 0)
     H = p["W"].shape[1]
-    state = (np.zeros((1, H)),) * (2 if cell == "lstm" else 1)
+    states = [(np.zeros((1, H)),) * (2 if cell == "lstm" else 1) for _ in nets]
     out = []
     for _ in range(n):
-        state, _ = step((p["U"][:, x] + p["b"])[None], state, p["W"], p, "tanh")
-        o = (p["V"] @ state[0][0] + p["c"]) / temperature
+        pre = (p["U"][:, x] + p["b"])[None]          # layer 0 reads a one-hot row: a column of U
+        for layer, w in enumerate(nets):
+            if layer:
+                pre = states[layer - 1][0] @ w["U"].T + w["b"]
+            states[layer], _ = step(pre, states[layer], w["W"], w, "tanh")
+        o = (p["V"] @ states[-1][0][0] + p["c"]) / temperature
         e = np.exp(o - o.max())
         e /= e.sum()
         if not np.all(np.isfinite(e)):               # a diverged model: say so, don't crash
@@ -252,7 +280,7 @@ def save_checkpoint(path: str, state: State, cfg: dict, vocab: str, digest: str 
     h = state.h if isinstance(state.h, tuple) else (state.h,)
     arrays.update(
         format=np.array(CHECKPOINT_FORMAT), vocab=np.array([ord(ch) for ch in vocab], dtype=np.int64),
-        cell=np.array(cfg.get("cell", "rnn")), h=h[0], **({"c_state": h[1]} if len(h) == 2 else {}),
+        cell=np.array(cfg.get("cell", "rnn")), num_layers=np.int64(cfg.get("layers", 1)), h=h[0], **({"c_state": h[1]} if len(h) == 2 else {}),
         step=np.int64(state.step), pos=np.int64(state.pos),
         losses=np.asarray(state.losses[:state.step], dtype=np.float64),
         optimizer=np.array(cfg["optimizer"]), lr=np.float64(cfg["lr"]), clip=np.float64(cfg["clip"]),
@@ -295,23 +323,26 @@ def load_checkpoint(path: str) -> dict:
         cell = str(ck.get("cell", "rnn"))          # checkpoints before the cells were Elman
         if cell not in ("rnn", "lstm", "gru"):
             raise ValueError(f"unknown cell {cell!r}")
+        num_layers = _scalar(ck, "num_layers", 1) if "num_layers" in ck else 1   # older: 1 layer
         from .cells import get as get_cell
+        from .layers import param_shapes
         cl = get_cell(cell)
-        params = {k: np.ascontiguousarray(ck[k]) for k in PARAM_KEYS + cl.extra if k in ck}
-        if set(params) != set(PARAM_KEYS + cl.extra):
-            raise ValueError(f"missing {sorted(set(PARAM_KEYS + cl.extra) - set(params))}")
-        if params["W"].ndim != 2:
-            raise ValueError(f"W must be 2-d; got shape {params['W'].shape}")
-        H, n_v = params["W"].shape[1], len(vocab)
-        shapes = dict(cl.shapes(n_v, H), V=(n_v, H), c=(n_v,))
+        if ck["W"].ndim != 2:
+            raise ValueError(f"W must be 2-d; got shape {ck['W'].shape}")
+        H, n_v = ck["W"].shape[1], len(vocab)
+        shapes = param_shapes(cell, n_v, H, num_layers=num_layers, n_out=n_v)
+        params = {k: np.ascontiguousarray(ck[k]) for k in shapes if k in ck}
+        if set(params) != set(shapes):
+            raise ValueError(f"missing {sorted(set(shapes) - set(params))}")
+        hshape = (batch, H) if num_layers == 1 else (num_layers, batch, H)
         dts = {a.dtype for a in params.values()}
         opt_kind = str(ck["optimizer"])
         if (any(params[k].shape != s for k, s in shapes.items()) or len(dts) != 1
                 or dts.pop() not in (np.dtype(np.float32), np.dtype(np.float64))
-                or opt_kind not in DEFAULT_LR or ck["h"].shape != (batch, H)
+                or opt_kind not in DEFAULT_LR or ck["h"].shape != hshape
                 or ck["h"].dtype.kind != "f"
                 or (cl.S == 2) != ("c_state" in ck)
-                or ("c_state" in ck and ck["c_state"].shape != (batch, H))):
+                or ("c_state" in ck and ck["c_state"].shape != hshape)):
             raise ValueError("inconsistent shapes")
         if ck["losses"].shape != (step,):
             raise ValueError("loss history does not match the step count")
@@ -324,7 +355,7 @@ def load_checkpoint(path: str) -> dict:
     h = np.ascontiguousarray(ck["h"])
     if cl.S == 2:
         h = (h, np.ascontiguousarray(ck["c_state"]))
-    return dict(vocab=vocab, params=params, opt=opt, h=h, cell=cell,
+    return dict(vocab=vocab, params=params, opt=opt, h=h, cell=cell, layers=num_layers,
                 step=step, pos=pos, losses=[float(v) for v in ck["losses"]],
                 optimizer=opt_kind, lr=lr, clip=clip, batch=batch, bptt=bptt,
                 text_sha256=str(ck.get("text_sha256", "")))
@@ -426,6 +457,10 @@ def _settings(args, ck):
         if args.cell is not None and args.cell != ck["cell"]:
             raise CLIError(f"--cell {args.cell} does not match the checkpoint's {ck['cell']} cell")
         cfg["cell"] = ck["cell"]
+        if args.layers is not None and args.layers != ck["layers"]:
+            raise CLIError(f"--layers {args.layers} does not match the checkpoint's "
+                           f"{plural(ck['layers'], 'layer')}")
+        cfg["layers"] = ck["layers"]
         if args.hidden is not None and args.hidden != H:
             raise CLIError(f"--hidden {args.hidden} does not match the checkpoint's {H} hidden units")
         if args.dtype is not None and args.dtype != dt:
@@ -436,21 +471,27 @@ def _settings(args, ck):
         cfg["lr"] = args.lr if args.lr is not None else ck["lr"]
     else:
         cfg["cell"] = args.cell or DEFAULTS["cell"]
+        cfg["layers"] = args.layers if args.layers is not None else DEFAULTS["layers"]
         cfg["hidden"] = args.hidden if args.hidden is not None else DEFAULTS["hidden"]
         cfg["dtype"] = args.dtype or DEFAULTS["dtype"]
         cfg["lr"] = args.lr if args.lr is not None else DEFAULT_LR[cfg["optimizer"]]
     return cfg
 
 
-def _zero_state(cell, B, H, dtype):
+def _state_shape(B, H, layers=1):
+    """Shape of each state array: [B, H], or [layers, B, H] for a stacked model."""
+    return (B, H) if layers == 1 else (layers, B, H)
+
+
+def _zero_state(cell, B, H, dtype, layers=1):
     """The streams' initial state as a tuple: (h,), or (h, c) for the LSTM."""
-    return tuple(np.zeros((B, H), dtype) for _ in range(2 if cell == "lstm" else 1))
+    return tuple(np.zeros(_state_shape(B, H, layers), dtype) for _ in range(2 if cell == "lstm" else 1))
 
 
-def _check_model_fits(H, V, B, k, dtype):
+def _check_model_fits(H, V, B, k, dtype, layers=1):
     """CLIError naming --hidden/--batch/--bptt when one step cannot fit in this machine's memory."""
     # params, gradients and two Adam moments, plus one interval's states, logits and deltas
-    need = (4 * (H * H + 2 * H * V + H + V) + 3 * k * B * (H + V)) * dtype.itemsize
+    need = (4 * (layers * 2 * H * H + 2 * H * V + H + V) + 3 * k * B * (layers * H + V)) * dtype.itemsize
     try:
         have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):     # not POSIX: let the allocation decide
@@ -494,6 +535,10 @@ def main(args: argparse.Namespace) -> int:
     ck = load_checkpoint(args.resume) if args.resume else None
     text, name = load_corpus(args.text, args.encoding)
     cfg = _settings(args, ck)
+    if cfg["layers"] > 1 and (args.workers is not None or args.scheduler is not None):
+        # the cluster splits and joins states [B, H] by row, not the stacked [L, B, H]
+        raise CLIError(f"--layers {cfg['layers']} cannot train on Dask (--workers/--scheduler): "
+                       "the data-parallel trainer runs single-layer models only")
     digest = text_digest(text)
 
     if ck:
@@ -512,36 +557,38 @@ def main(args: argparse.Namespace) -> int:
 
     dtype = np.dtype(cfg["dtype"])
     H, B = cfg["hidden"], cfg["batch"]
-    _check_model_fits(H, len(vocab), B, cfg["bptt"], dtype)
+    layers = cfg["layers"]
+    _check_model_fits(H, len(vocab), B, cfg["bptt"], dtype, layers)
     note = ""
     if ck:
         # the streams go on where they stopped on the same text cut the same way; on another
         # text or --batch, the model and optimizer go on and the streams start from the beginning
         h_ck = ck["h"] if isinstance(ck["h"], tuple) else (ck["h"],)
-        same = h_ck[0].shape == (B, H) and ck["text_sha256"] in ("", digest)
+        same = h_ck[0].shape == _state_shape(B, H, layers) and ck["text_sha256"] in ("", digest)
         if same and ck["pos"] > data.shape[0] - 1:
             if ck["text_sha256"]:
                 raise CLIError(f"--resume {args.resume}: corrupt checkpoint (pos {ck['pos']} is past the "
                                f"end of the text's {data.shape[0] - 1}-step streams)")
             same = False                               # an older checkpoint on another text
-        h = tuple(a.astype(dtype) for a in h_ck) if same else _zero_state(cfg["cell"], B, H, dtype)
+        h = tuple(a.astype(dtype) for a in h_ck) if same else _zero_state(cfg["cell"], B, H, dtype, layers)
         if len(h) == 1:
             h = h[0]
         pos = ck["pos"] if same else 0
         state = State(ck["params"], ck["opt"], h, ck["step"], pos, ck["losses"])
         note = f"; resuming at step {state.step}" + ("" if same else ", streams restarted on this text")
     else:
-        params = api.init_params(len(vocab), H, len(vocab), cell=cfg["cell"], dtype=dtype, seed=args.seed)
+        params = api.init_params(len(vocab), H, len(vocab), cell=cfg["cell"], num_layers=layers,
+                                 dtype=dtype, seed=args.seed)
         # min-char-rnn style small output weights: the first loss is ~ln(vocab), a uniform guess
         params["V"] *= dtype.type(0.1)
-        h = _zero_state(cfg["cell"], B, H, dtype)
+        h = _zero_state(cfg["cell"], B, H, dtype, layers)
         state = State(params, new_opt_state(cfg["optimizer"], params), h[0] if len(h) == 1 else h, 0, 0, [])
 
     rng = np.random.default_rng(args.seed + state.step)
     chars_per_step = B * cfg["bptt"]
     first_step = state.step
     print(f"fastbptt train: {name}, {plural(len(text), 'character')}, vocabulary {len(vocab)}; "
-          f"{cfg['cell']} cell, hidden {H}, {B} streams x {cfg['bptt']}-step intervals, {cfg['optimizer']} lr {cfg['lr']:g}, "
+          f"{cfg['cell']} cell" + (f" x {layers} layers" if layers > 1 else "") + f", hidden {H}, {B} streams x {cfg['bptt']}-step intervals, {cfg['optimizer']} lr {cfg['lr']:g}, "
           f"clip {cfg['clip']:g}, {cfg['dtype']}" + note, flush=True)
 
     trainer = None

@@ -357,3 +357,56 @@ def test_cells_train_resume_exactly_and_refuse_another_cell(cell, state, text_fi
     other = "gru" if cell == "lstm" else "lstm"
     code, _, err = run(["--text", text_file, "--steps", "1", "--resume", b, "--cell", other] + TINY, capsys)
     assert_one_line_error(code, err, "--cell", cell)
+
+
+def test_stacked_layers_train_resume_exactly_and_refuse_other_layers(text_file, tmp_path, capsys):
+    a, b = str(tmp_path / "a.npz"), str(tmp_path / "b.npz")
+    common = ["--text", text_file, "--lr", "0.01", "--cell", "gru", "--layers", "2"] + TINY
+    code, out, _ = run(common + ["--steps", "8", "--save", a], capsys)
+    assert code == 0 and "x 2 layers" in out
+    assert run(common + ["--steps", "5", "--save", b], capsys)[0] == 0
+    # --layers may be left out on resume: the checkpoint keeps its own
+    no_layers = [x for x in common if x not in ("--layers", "2")]
+    code, out, _ = run(no_layers + ["--steps", "3", "--resume", b, "--save", b], capsys)
+    assert code == 0 and "resuming at step 5" in out
+    za, zb = np.load(a), np.load(b)
+    assert int(zb["num_layers"]) == 2 and zb["h"].shape == (2, 4, 16)
+    for k in ("U", "W", "b", "bn", "U_l1", "W_l1", "b_l1", "bn_l1", "V", "c", "h", "losses"):
+        np.testing.assert_array_equal(za[k], zb[k], err_msg=k)
+    assert za["U_l1"].shape == (48, 16)
+    losses = za["losses"]
+    assert losses[-1] < losses[0]
+    for other in ("1", "3"):
+        code, _, err = run(no_layers + ["--steps", "1", "--resume", b, "--layers", other], capsys)
+        assert_one_line_error(code, err, f"--layers {other}", "2 layers")
+
+
+def test_checkpoint_without_num_layers_is_one_layer(text_file, tmp_path, capsys):
+    a = str(tmp_path / "a.npz")
+    common = ["--text", text_file] + TINY
+    assert run(common + ["--steps", "2", "--save", a], capsys)[0] == 0
+    old = dict(np.load(a))
+    assert int(old.pop("num_layers")) == 1
+    with open(a, "wb") as f:                         # as written before --layers existed
+        np.savez(f, **old)
+    code, out, _ = run(common + ["--steps", "1", "--resume", a], capsys)
+    assert code == 0 and "resuming at step 2" in out
+    code, _, err = run(common + ["--steps", "1", "--resume", a, "--layers", "2"], capsys)
+    assert_one_line_error(code, err, "--layers 2", "1 layer")
+
+
+def test_layers_on_dask_is_one_line_error(text_file, capsys):
+    code, _, err = run(["--text", text_file, "--steps", "1", "--layers", "2", "--workers", "2",
+                        "--no-save"] + TINY, capsys)
+    assert_one_line_error(code, err, "--layers 2", "Dask")
+
+
+def test_there_is_no_bidirectional_language_model(capsys):
+    code, _, err = run(["--bidirectional"], capsys)
+    assert_one_line_error(code, err, "--bidirectional")
+
+
+@pytest.mark.parametrize("value", ["0", "65", "two"])
+def test_bad_layers_is_one_line_error(value, capsys):
+    code, _, err = run(["--layers", value], capsys)
+    assert_one_line_error(code, err, "--layers")

@@ -246,3 +246,79 @@ def test_bench_cli_smoke(tmp_path):
                                           / (row["ms"] * 1e-3) / 1e9, rel=1e-6)
     with pytest.raises(cli.CLIError):
         bench.main(cli.build_parser()[0].parse_args(["bench", "--sizes", "huge"]))
+
+
+# --------------------------------------------------------------------------- gated cells, workspace
+def _cell_case(rng, cell, dtype, in_kind, T, B, I, H, O, vocab=9):
+    p = fastbptt.init_params(I, H, O, dtype=dtype, seed=int(rng.integers(1 << 30)), cell=cell,
+                             vocab_size=vocab if in_kind == "E" else None)
+    p["b"] += (0.1 * rng.standard_normal(p["b"].shape)).astype(dtype)
+    if in_kind == "float":
+        x = rng.standard_normal((T, B, I)).astype(dtype)
+    else:
+        x = rng.integers(0, vocab if in_kind == "E" else I, (T, B))
+    h0 = rng.standard_normal((B, H)).astype(dtype)
+    return p, x, h0
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_fused_cells_at_edge_shapes_match_reference(cell, dtype):
+    """Every cell through the fused kernel at T, B, H = 1, H not a multiple of 8, and every
+    input kind (embedded ids reuse their workspace region for δU) and target kind."""
+    rng = np.random.default_rng(11)
+    for (T, B, I, H, O), in_kind, tk in itertools.product(
+            ((1, 1, 1, 1, 2), (3, 1, 2, 13, 3), (4, 5, 3, 1, 1), (9, 2, 7, 17, 5)),
+            ("float", "onehot", "E"), ("ids", "probs")):
+        p, x, h0 = _cell_case(rng, cell, dtype, in_kind, T, B, I, H, O)
+        y = rng.integers(0, O, (T, B)) if tk == "ids" else rng.random((T, B, O)).astype(dtype)
+        ref = fastbptt.loss_and_grad(p, x, y, h0, cell=cell, backend="numpy")
+        out = fastbptt.loss_and_grad(p, x, y, h0, cell=cell)
+        l1, g1, s1 = out
+        l2, g2, s2 = ref
+        tol = TOL[dtype]
+        np.testing.assert_allclose(l1, l2, **tol)
+        assert set(g1) == set(g2)
+        for k in g2:
+            np.testing.assert_allclose(g1[k], g2[k], err_msg=f"{cell} {in_kind} {k}", **tol)
+        for a, b in zip(s1 if isinstance(s1, tuple) else (s1,), s2 if isinstance(s2, tuple) else (s2,)):
+            np.testing.assert_allclose(a, b, **tol)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_workspace_layout_regions_are_aligned_and_disjoint(cell):
+    from fastbptt.cells import get
+    from fastbptt.cpu.fused import workspace, workspace_layout
+    c = get(cell)
+    for T, B, H, O, I, embed in ((1, 1, 1, 1, 1, False), (3, 2, 5, 7, 3, True), (100, 32, 128, 64, 64, True)):
+        lay = workspace_layout(T, B, c.G, c.D, c.K, H, O, I, c.split, embed)
+        R = T * B
+        sizes = [R * max(c.G, c.D) * H, (T + 1) * B * c.K * H, R * O,
+                 B * c.G * H if c.split else 0, R * I if embed else 0]
+        for k in range(5):
+            assert lay[k + 1] % 16 == 0
+            end = lay[k + 2] if k < 4 else lay[0]
+            assert lay[k + 1] + sizes[k] <= end          # each region fits before the next
+        for dt in (np.float32, np.float64):
+            ws = workspace(int(lay[0]), dt)
+            assert ws.shape == (lay[0],) and ws.dtype == dt and ws.ctypes.data % 64 == 0
+
+
+def test_huge_page_workspace_leaves_results_unchanged(monkeypatch):
+    """With every workspace 2 MiB aligned and advised (the large sizes' path), the results are
+    bit for bit those of the small-workspace path."""
+    from fastbptt.cpu import fused
+    rng = np.random.default_rng(2)
+    for cell in ("rnn", "lstm", "gru"):
+        p, x, h0 = _cell_case(rng, cell, np.float64, "float", 6, 3, 4, 9, 5)
+        y = rng.integers(0, 5, (6, 3))
+        base = fastbptt.loss_and_grad(p, x, y, h0, cell=cell)
+        monkeypatch.setattr(fused, "_ADVISE_MIN", 0)
+        ws = fused.workspace(1000, np.float64)
+        assert ws.ctypes.data % fused._HUGE == 0
+        fused._madvise_hugepage(ws)                      # advice only: never raises
+        big = fastbptt.loss_and_grad(p, x, y, h0, cell=cell)
+        monkeypatch.setattr(fused, "_ADVISE_MIN", 32 << 20)
+        assert big[0] == base[0]
+        for k in base[1]:
+            np.testing.assert_array_equal(big[1][k], base[1][k], err_msg=k)

@@ -98,7 +98,7 @@ def test_truncation_matches_torch_detach():
     np.testing.assert_allclose(grads["c0"], state[1].grad.numpy(), **tol.TORCH_LAYERS64)
 
 
-@pytest.mark.parametrize("cell", ["rnn"])
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("truncate", [(2, 3), (3, 7), (1, 2), (4, 4)])
 @pytest.mark.parametrize("mask", [None, "holes"])
 def test_cpu_matches_reference(cell, truncate, mask):
@@ -212,8 +212,6 @@ def test_bad_input():
         fastbptt.loss_and_grad(params, x, y, **{**kw, "bidirectional": "yes"})
     with pytest.raises(ValueError, match="activation applies to cell='rnn' only"):
         fastbptt.loss_and_grad(params, x, y, activation="relu", **kw)
-    with pytest.raises(NotImplementedError, match="backend='cuda' does not run stacked"):
-        fastbptt.loss_and_grad(params, x, y, **{**kw, "backend": "cuda"})
     # the inputs' own checks still name their argument
     with pytest.raises(ValueError, match="inputs must have n_in = 5 features"):
         fastbptt.loss_and_grad(params, x[:, :, :3], y, **kw)
@@ -234,3 +232,28 @@ def test_readme_stacked_example_runs():
     _, _, (h, c) = fastbptt.loss_and_grad(scope["params"], scope["x"], scope["y"], **scope["config"])
     np.testing.assert_allclose(h, scope["h_t"].numpy(), **tol.TORCH_LAYERS64)
     np.testing.assert_allclose(c, scope["c_t"].numpy(), **tol.TORCH_LAYERS64)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("truncate", [10, (5, 10)])
+def test_stacked_truncation_memory_grows_with_k_not_T(cell, truncate):
+    """The truncated stacked CPU path holds one window's outputs and caches, not T steps'."""
+    import tracemalloc
+
+    V, H, B = 8, 64, 4
+    params = fastbptt.init_params(V, H, V, cell=cell, num_layers=2, dtype=np.float64, seed=0)
+    ids = np.random.default_rng(0).integers(0, V, (401, B))
+
+    def peak(T):
+        tracemalloc.start()
+        try:
+            fastbptt.loss_and_grad(params, ids[:T], ids[1:T + 1], cell=cell, num_layers=2,
+                                   truncate=truncate, backend="cpu")
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    peak(20)                                          # compile outside the measurement
+    short, long = peak(100), peak(400)
+    # holding every layer's outputs and caches would make the T=400 peak about 3.5x
+    assert long < 1.3 * short, (short, long)

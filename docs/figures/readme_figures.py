@@ -241,6 +241,63 @@ def train(js):
     return "\n".join(out)
 
 
+@renderer("train_vs_torch")
+def train_vs_torch(js):
+    """``python bench/bench_train.py --json``: ``fastbptt train``'s step against PyTorch's."""
+    c = js["config"]
+    out = ["| cell | fastbptt | PyTorch, 1 thread | PyTorch, 2 threads | fastbptt / best PyTorch |",
+           "|---|---:|---:|---:|---|"]
+    names = {"rnn": "Elman (`nn.RNN`)", "lstm": "LSTM (`nn.LSTM`)", "gru": "GRU (`nn.GRU`)"}
+    for r in js["rows"]:
+        t = [f"{r[f'torch-{n}t']['chars_per_s'] / 1e3:,.0f} k" if f"torch-{n}t" in r else "–" for n in (1, 2)]
+        out.append(f"| {names.get(r['cell'], r['cell'])} | {r['fastbptt']['chars_per_s'] / 1e3:,.0f} k | "
+                   f"{t[0]} | {t[1]} | **{r['ratio']:.2f}×** |")
+    rounds = js["rows"][0]["rounds"] if js["rows"] else 0
+    text = (f"Characters per second of one training step at `fastbptt train`'s defaults (batch {c['batch']}, "
+            f"bptt {c['bptt']}, hidden {c['hidden']}, {c['vocab']} characters, Adam, clip {c['clip']:g}, "
+            f"{c['dtype']}); PyTorch runs the same model and loop (one-hot inputs, `nn.Linear` head, state "
+            f"carried with `detach()`, `clip_grad_norm_`, `torch.optim.Adam`). Medians of {rounds} "
+            "interleaved rounds in one process.")
+    shares = [r for r in js["rows"] if "fastbptt_breakdown_share" in r]
+    if shares:
+        text += " Where fastbptt's step goes: " + "; ".join(
+            f"{r['cell']}: " + ", ".join(f"`{k}` {100 * v:.0f}%" for k, v in r["fastbptt_breakdown_share"].items())
+            for r in shares) + "."
+    return "\n".join(out + ["", text, "", provenance(js["meta"])])
+
+
+@renderer("busy")
+def busy(js):
+    """``python bench/bench_busy.py --json``: default threads against 1 and 2 next to a neighbour."""
+    what = {"none": "none", "spin": "one busy-loop process", "blas2": "a 2-thread BLAS matmul loop"}
+    out = ["| neighbour | size | default | `FASTBPTT_NUM_THREADS=1` | `=2` | default / best |",
+           "|---|---|---:|---:|---:|---|"]
+    for r in js["rows"]:
+        m = r["ms"]
+        out.append(f"| {what.get(r['neighbour'], r['neighbour'])} | {r['size']} | {ms(m['default'] / 1e3)} ms | "
+                   f"{ms(m['1'] / 1e3)} ms | {ms(m['2'] / 1e3)} ms | {r['default_over_best']:.2f}× |")
+    worst = max((r["default_over_best"] for r in js["rows"]), default=float("nan"))
+    out += ["", f"One `loss_and_grad` (float32, medians; each setting in its own process, interleaved). "
+            f"Worst default / best: {worst:.2f}× (target ≤ 1.2×).", "", provenance(js["meta"])]
+    return "\n".join(out)
+
+
+@renderer("paths")
+def paths_figure(js):
+    """``python bench/bench_paths.py --json``: every path against the fused full-BPTT call."""
+    others = [p for p in js["paths"] if p != "full"]
+    label = {"masked": "mask", "truncate_k": f"`truncate={js['k']}`",
+             "truncate_1K": f"`truncate=(1, {js['K'] + 1})`", "checkpoint": "`checkpoint=\"sqrt\"`"}
+    out = ["| cell | size | full BPTT | " + " | ".join(label.get(p, p) for p in others) + " |",
+           "|---|---|---:|" + "---:|" * len(others)]
+    for r in js["rows"]:
+        out.append(f"| {r['cell']} | {r['size']} | {ms(r['ms']['full'] / 1e3)} ms | "
+                   + " | ".join(f"{ms(r['ms'][p] / 1e3)} ms ({r['ratio'][p]:.2f}×)" for p in others) + " |")
+    out += ["", f"{js['dtype']}, medians of interleaved rounds; in brackets the ratio to the full-BPTT call "
+            "(target ≤ 1.25×; checkpointing: plus one forward pass).", "", provenance(js["meta"])]
+    return "\n".join(out)
+
+
 # --------------------------------------------------------------------------- README
 def render(name, paths):
     """The Markdown of figure ``name`` from the JSON files at ``paths`` (relative to the repo)."""

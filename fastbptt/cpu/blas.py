@@ -174,32 +174,41 @@ def gemm(A, ta, B, tb, C, beta, scratch, fscratch):
     scratch[8] is the most threads a big product may use, scratch[9] the thread count last
     set (-1: none yet) and scratch[10] the caller's setting, for :func:`restore_threads`.
     """
+    # Callers pass contiguous and strided operands, so this wrapper compiles for several
+    # layouts; it only reads sizes, strides and addresses, and the BLAS call itself
+    # (_gemm_raw, scalar arguments) compiles once per dtype: less to compile on a cold start.
     m, n = C.shape
     k = A.shape[0] if ta else A.shape[1]
-    isz = C.itemsize
     if m == 0 or n == 0:
         return
+    if k == 0:
+        for i in range(m):
+            for j in range(n):
+                C[i, j] = C[i, j] * beta if beta != 0 else 0
+        return
+    isz = C.itemsize
+    _gemm_raw(1 if ta else 0, 1 if tb else 0, m, n, k, A.ctypes.data, _ld(A, isz),
+              B.ctypes.data, _ld(B, isz), C.ctypes.data, _ld(C, isz), float(beta), scratch, fscratch)
+
+
+@njit(**_JIT)
+def _gemm_raw(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, beta, scratch, fscratch):
+    """:func:`gemm` on addresses and leading dimensions (m, n, k > 0); fscratch sets the dtype."""
     # row-major C = op(A) op(B)  <=>  column-major Cᵀ = op(B)ᵀ op(A)ᵀ
     scratch[0] = 84 if tb else 78        # 'T' / 'N'
     scratch[1] = 84 if ta else 78
     scratch[2] = n
     scratch[3] = m
     scratch[4] = k
-    scratch[5] = _ld(B, isz)             # leading dimensions: the row strides
-    scratch[6] = _ld(A, isz)
-    scratch[7] = _ld(C, isz)
+    scratch[5] = ldb                     # leading dimensions: the row strides
+    scratch[6] = lda
+    scratch[7] = ldc
     fscratch[0] = 1
     fscratch[1] = beta
     s = scratch.ctypes.data
     f = fscratch.ctypes.data
     fsz = fscratch.itemsize
-    if k == 0:
-        for i in range(m):
-            for j in range(n):
-                C[i, j] = C[i, j] * beta if beta != 0 else 0
-        return
-    args = (s, s + 4, s + 8, s + 12, s + 16, f, B.ctypes.data, s + 20, A.ctypes.data, s + 24,
-            f + fsz, C.ctypes.data, s + 28)
+    args = (s, s + 4, s + 8, s + 12, s + 16, f, b, s + 20, a, s + 24, f + fsz, c, s + 28)
     mnk = m * n * k
     if mnk >= _SMALL_GEMM:                      # tiny ones go to OpenBLAS, one thread anyway
         want = 1 if mnk < _THREAD_MIN else scratch[8]
@@ -209,16 +218,14 @@ def gemm(A, ta, B, tb, C, beta, scratch, fscratch):
                 scratch[10] = prev
             scratch[9] = want
     if mnk < _SMALL_GEMM:
-        if C.itemsize == 4:
+        if fsz == 4:
             _sgemm_small(*args)
         else:
             _dgemm_small(*args)
-    elif C.itemsize == 4:
+    elif fsz == 4:
         _sgemm(*args)
     else:
         _dgemm(*args)
-
-
 
 
 LP64_MAX = 2 ** 31          # gemm passes sizes to BLAS as 32-bit ints
@@ -226,7 +233,10 @@ NTHREADS = _max_threads()
 _PINNED = any(_os.environ.get(v, "").split(",")[0].strip().isdigit()
               for v in ("FASTBPTT_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                         "OMP_NUM_THREADS"))
-_busy = [-1.0, NTHREADS]          # [when last looked, threads the big products may use]
+# [when last looked, threads the big products may use, when a neighbour was last seen]
+_busy = [-1.0, NTHREADS, -1e9]
+_LOOK_EVERY = 0.25        # seconds between two readings of the run queue
+_QUIET_FOR = 2.0          # seconds without a neighbour seen before the cores count as free
 
 
 def _own_running():
@@ -241,28 +251,44 @@ def _own_running():
     return max(1, n)
 
 
-def threads_now():
+def _others_running():
+    """Runnable tasks of other processes now (``/proc/loadavg``'s running field less ours)."""
+    try:
+        with open("/proc/loadavg") as f:
+            running = int(f.read().split()[3].split("/")[0])
+        return max(0, running - _own_running())
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def threads_now(clock=None):
     """Threads for this call's big products: the cores no other runnable task is using.
 
     A threaded product waits for all of its threads at its end; when another process holds
     one of the cores, that wait lasts a scheduler slice and the call collapses (measured
-    10x slower at the small size with one core busy). So before each call the runnable
-    tasks of *other* processes are counted (``/proc/loadavg``'s running field less this
-    process's running threads: the BLAS's own worker threads spin for a while after a
-    threaded product and must not count as a neighbour; re-read at most every 0.25 s) and
-    the big products get only the cores left free. An explicit thread count in the
-    environment (``FASTBPTT_NUM_THREADS``, ``OMP_NUM_THREADS``, ...) is followed as it is.
+    10x slower at the small size with one core busy, 20x with two threads forced next to
+    other work). So the runnable tasks of *other* processes are counted (``/proc/loadavg``'s
+    running field less this process's running threads: the BLAS's own worker threads spin
+    for a while after a threaded product and must not count as a neighbour; re-read at
+    most every 0.25 s), and the big products get only the cores left free. One reading is
+    a snapshot that misses a neighbour between its bursts, and the costs are lopsided (a
+    collapse is 10-20x, one thread too few at most 1.5x), so once a neighbour is seen the
+    cores count as free again only after 2 s in which none was seen. An explicit thread
+    count in the environment (``FASTBPTT_NUM_THREADS``, ``OMP_NUM_THREADS``, ...) is
+    followed as it is.
     """
     if NTHREADS == 1 or _PINNED:
         return NTHREADS
-    import time
-    now = time.monotonic()
-    if now - _busy[0] > 0.25:
-        try:
-            with open("/proc/loadavg") as f:
-                running = int(f.read().split()[3].split("/")[0])
-            others = running - _own_running()
-        except (OSError, ValueError, IndexError):
-            others = 0
-        _busy[0], _busy[1] = now, max(1, min(NTHREADS, NTHREADS - max(0, others)))
+    if clock is None:
+        import time
+        clock = time.monotonic
+    now = clock()
+    if now - _busy[0] > _LOOK_EVERY:
+        others = _others_running()
+        if others > 0:
+            _busy[2] = now
+            _busy[1] = max(1, NTHREADS - others)
+        elif now - _busy[2] >= _QUIET_FOR:
+            _busy[1] = NTHREADS
+        _busy[0] = now
     return _busy[1]

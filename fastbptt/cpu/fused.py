@@ -67,8 +67,30 @@ def head_rows(loss_kind, h2, V, c, tgt, yrows, w, o, gV, gc, dhe, sc, fs):
 
 
 @njit(**_JIT)
+def workspace_layout(T, B, G, D, K, H, O, I, split, embed):
+    """Element offsets of the fused call's one workspace: (size, buf, rows, o, rec, xe).
+
+    buf [R, max(G, D)·H]: the input projection pre [R, G·H], then (pre dead) the deltas
+    [R, D·H] with ∂L/∂h from the head in each delta row's first H columns (read before that
+    row is written). rows [(T+1)·B, K·H] states, o [R, O] logits, rec [B, G·H] the split
+    cells' recurrent product, xe [R, I] embedded inputs and later their gradient δU.
+    Regions start on 16-element boundaries (64 bytes or more), so each row block is aligned.
+    """
+    R = T * B
+    sizes = (R * max(G, D) * H, (T + 1) * B * K * H, R * O, B * G * H if split else 0,
+             R * I if embed else 0)
+    offs = np.zeros(6, np.int64)
+    n = 0
+    for k in range(5):
+        offs[k + 1] = n
+        n += (sizes[k] + 15) // 16 * 16
+    offs[0] = n
+    return offs
+
+
+@njit(**_JIT)
 def fused_full_bptt(tag, split, K, D, xblocks, bn_col, in_kind, x, ids, E, U, W, b, bn, V, c,
-                    state0, loss_kind, tgt, yrows, w, act, nthreads,
+                    state0, loss_kind, tgt, yrows, w, act, nthreads, ws,
                     gU, gW, gb, gbn, gV, gc, gE, gstate0, last_state):
     """Loss and every gradient of full BPTT in one call (no mask, every step carries loss).
 
@@ -76,40 +98,43 @@ def fused_full_bptt(tag, split, K, D, xblocks, bn_col, in_kind, x, ids, E, U, W,
     [I, G·H]);  2: ids looked up in E [vocab, I].  R = T·B rows, time-major.
     loss_kind 0: cross-entropy with class ids tgt [R];  1: cross-entropy with probability
     rows yrows [R, O];  2: mse against yrows.   w [R]: each row's loss weight.
-    state0 [B, S·H] in; gstate0 and last_state [B, S·H] out. Arrays an input kind does not
-    use are passed empty. Gradients are written, not added. Returns the loss (float64 sum).
+    state0 [B, S·H] in; gstate0 and last_state [B, S·H] out. ws: the workspace, at least
+    :func:`workspace_layout`'s size (one allocation per call: several made page faults a
+    large part of the small size's time). Arrays an input kind does not use are passed
+    empty. Gradients are written, not added. Returns the loss (float64 sum).
     """
     B = state0.shape[0]
     SH = state0.shape[1]
     GH, H = W.shape
+    G = GH // H
     R = w.shape[0]
     T = R // B
-    dt = W.dtype
+    O = V.shape[0]
     sc, fs = gemm_scratch(nthreads, W)
     I = U.shape[1]
-    # pre [R, G·H]: x Uᵀ + b, consumed by the forward pass; then its memory holds dhe [R, H]
-    buf = np.empty(R * GH, dt)
-    pre = buf.reshape(R, GH)
-    xe = np.empty((R if in_kind == 2 else 0, I), dt)
+    lay = workspace_layout(T, B, G, D, K, H, O, I, split, in_kind == 2)
+    pre = ws[lay[1]:lay[1] + R * GH].reshape(R, GH)
+    rows = ws[lay[2]:lay[2] + (T + 1) * B * K * H].reshape((T + 1) * B, K * H)
+    o = ws[lay[3]:lay[3] + R * O].reshape(R, O)
+    rec = ws[lay[4]:lay[4] + (B * GH if split else 0)].reshape(B if split else 0, GH)
+    ni = R if in_kind == 2 else 0
+    xe = ws[lay[5]:lay[5] + ni * I].reshape(ni, I)
     project(in_kind, x, ids, E, U, b, pre, xe, sc, fs)
-    # rows [(T+1)·B, K·H]: step t's state row in rows t·B .. t·B+B-1, the initial state first
-    rows = np.empty(((T + 1) * B, K * H), dt)
+    # rows: step t's state row in rows t·B .. t·B+B-1, the initial state first
     for r in range(B):
         for j in range(SH):
             rows[r, j] = state0[r, j]
-    rec = np.empty((B if split else 0, GH), dt)
     for t in range(T):
         forward_step(tag, split, pre[t * B:(t + 1) * B], rec, rows[t * B:(t + 1) * B],
                      rows[(t + 1) * B:(t + 2) * B], W, bn, act, sc, fs)
     for r in range(B):
         for j in range(SH):
             last_state[r, j] = rows[T * B + r, j]
-    # head over every step at once
-    o = np.empty((R, V.shape[0]), dt)
-    dhe = buf[:R * H].reshape(R, H)                              # pre is dead by now
+    # head over every step at once; ∂L/∂h lands in the deltas' rows (pre is dead by now)
+    delta = ws[lay[1]:lay[1] + R * D * H].reshape(R, D * H)
+    dhe = delta[:, :H]
     loss = head_rows(loss_kind, rows[B:, :H], V, c, tgt, yrows, w, o, gV, gc, dhe, sc, fs)
-    # backward: delta [R, D·H]; with D = 1 it shares dhe's memory (row t is read, then written)
-    delta = dhe if D == 1 else np.empty((R, D * H), dt)
+    # backward: delta row block t is read (dhe) before the step writes it
     dstate = gstate0
     dstate[:] = 0
     for t in range(T - 1, -1, -1):
@@ -127,7 +152,7 @@ def fused_full_bptt(tag, split, K, D, xblocks, bn_col, in_kind, x, ids, E, U, W,
         onehot_grads(xblocks, delta, ids, gU, gb, 0.0)
     else:
         input_grads(xblocks, delta, xe, gU, gb, 0.0, sc, fs)
-        dx = np.empty((R, I), dt)
+        dx = xe                                                 # E[ids] is dead: δU goes there
         input_delta(xblocks, delta, U, dx, sc, fs)
         gE[:] = 0
         for r in range(R):
@@ -142,6 +167,55 @@ def fused_eligible(p) -> bool:
     """Whether :func:`fused_loss_and_grad` handles the validated problem ``p``."""
     return (p.truncate is None and p.checkpoint is None and p.dense and not p.masked
             and p.y_map is None and p.T * p.B * max(p.n_in, p.H * p.cell.K, p.n_out) < LP64_MAX)
+
+
+_HUGE = 2 << 20              # a transparent huge page (x86-64, aarch64 with 4 KiB pages)
+_ADVISE_MIN = 32 << 20       # workspaces from this size get huge pages
+_MADV_HUGEPAGE = 14          # Linux
+
+
+def _madvise_hugepage(a) -> bool:
+    """Ask Linux to back the 1-D array ``a``'s whole 2 MiB pages with huge pages.
+
+    Fewer TLB misses on the medium and large sizes' sweeps over the workspace. Advice only:
+    any failure (another OS, no libc, THP disabled) is ignored and the call runs unchanged.
+    """
+    global _libc
+    if _libc is False:
+        return False
+    try:
+        if _libc is None:
+            import ctypes
+            import sys
+            if not sys.platform.startswith("linux"):
+                raise OSError("not Linux")
+            lib = ctypes.CDLL(None, use_errno=True)
+            lib.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+            lib.madvise.restype = ctypes.c_int
+            _libc = lib
+        start = -(-a.ctypes.data // _HUGE) * _HUGE
+        end = (a.ctypes.data + a.nbytes) // _HUGE * _HUGE
+        return end > start and _libc.madvise(start, end - start, _MADV_HUGEPAGE) == 0
+    except (OSError, AttributeError):
+        _libc = False
+        return False
+
+
+_libc = None
+
+
+def workspace(n, dtype):
+    """A 1-D array of n elements for :func:`fused_full_bptt`: 64-byte aligned, and from
+    :data:`_ADVISE_MIN` bytes on 2 MiB aligned and advised to use huge pages."""
+    item = np.dtype(dtype).itemsize
+    big = n * item >= _ADVISE_MIN
+    align = _HUGE if big else 64
+    raw = np.empty(n + align // item, dtype)
+    skip = (-raw.ctypes.data % align) // item
+    ws = raw[skip:skip + n]
+    if big:
+        _madvise_hugepage(ws)
+    return ws
 
 
 _XBLOCKS = {}
@@ -182,13 +256,16 @@ def fused_loss_and_grad(p):
          "V": np.empty((p.n_out, H), dt), "c": np.empty(p.n_out, dt)}
     gbn = np.empty(H, dt) if p.bn is not None else e1
     gE = np.empty(p.E.shape, dt) if in_kind == 2 else e2
+    lay = workspace_layout(p.T, p.B, cell.G, cell.D, cell.K, H, p.n_out, p.n_in, cell.split,
+                           in_kind == 2)
+    ws = workspace(int(lay[0]), dt)
     state0 = p.state0
     gstate0 = np.empty_like(state0)
     last_state = np.empty_like(state0)
     loss = fused_full_bptt(cell_tag(cell), cell.split, cell.K, cell.D, xblocks_of(cell), cell.bn_col,
                            in_kind, x, ids, E, p.U, p.W, p.b, p.bn if p.bn is not None else e1,
                            p.V, p.c, state0, loss_kind, tgt, yrows, p.weights.reshape(-1),
-                           p.act, threads_now(), g["U"], g["W"], g["b"], gbn, g["V"], g["c"], gE,
+                           p.act, threads_now(), ws, g["U"], g["W"], g["b"], gbn, g["V"], g["c"], gE,
                            gstate0, last_state)
     if in_kind == 1:
         g["U"] = np.ascontiguousarray(g["U"].T)

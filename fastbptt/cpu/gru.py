@@ -16,26 +16,28 @@ _JIT = dict(cache=True, nogil=True, error_model="numpy")
 def forward_pointwise(pre, rec, prev, cur, bn, H, act):
     """pre [B, 3H] = x Uᵀ + b, rec [B, 3H] = h_{t-1} Wᵀ, bn [H]; prev/cur [B, 5H] rows.
 
-    One simple loop per gate, so each vectorises (as the LSTM's).
+    Per-gate 1-D views, one short loop each, so each vectorises (as the LSTM's).
     """
     B = cur.shape[0]
     one = cur.dtype.type(1)
     for b in range(B):
         x = pre[b]
         hr = rec[b]
-        p = prev[b]
         out = cur[b]
+        xr, xz, xn = x[:H], x[H:2 * H], x[2 * H:3 * H]
+        rr, rz, rn = hr[:H], hr[H:2 * H], hr[2 * H:3 * H]
+        h, r, z, n, hn = out[:H], out[H:2 * H], out[2 * H:3 * H], out[3 * H:4 * H], out[4 * H:5 * H]
+        hp = prev[b][:H]
         for j in range(H):
-            out[H + j] = sigmoid_s(x[j] + hr[j])                    # r
+            r[j] = sigmoid_s(xr[j] + rr[j])
         for j in range(H):
-            out[2 * H + j] = sigmoid_s(x[H + j] + hr[H + j])        # z
+            z[j] = sigmoid_s(xz[j] + rz[j])
         for j in range(H):
-            out[4 * H + j] = hr[2 * H + j] + bn[j]                  # hn
+            hn[j] = rn[j] + bn[j]
         for j in range(H):
-            out[3 * H + j] = tanh_s(x[2 * H + j] + out[H + j] * out[4 * H + j])   # n
+            n[j] = tanh_s(xn[j] + r[j] * hn[j])
         for j in range(H):
-            z = out[2 * H + j]
-            out[j] = (one - z) * out[3 * H + j] + z * p[j]
+            h[j] = (one - z[j]) * n[j] + z[j] * hp[j]
 
 
 @njit(**_JIT)
@@ -44,19 +46,19 @@ def backward_pointwise(dstate, cur, prev, delta, H, act):
     B = cur.shape[0]
     one = cur.dtype.type(1)
     for b in range(B):
-        ds = dstate[b]
+        dh = dstate[b]
         row = cur[b]
-        p = prev[b]
         d = delta[b]
+        r, z, n, hn = row[H:2 * H], row[2 * H:3 * H], row[3 * H:4 * H], row[4 * H:5 * H]
+        dr, dz, dhn, dnx = d[:H], d[H:2 * H], d[2 * H:3 * H], d[3 * H:4 * H]
+        hp = prev[b][:H]
         for j in range(H):
-            dh = ds[j]
-            r = row[H + j]
-            z = row[2 * H + j]
-            n = row[3 * H + j]
-            hn = row[4 * H + j]
-            dn_x = dh * (one - z) * (one - n * n)
-            d[j] = dn_x * hn * r * (one - r)
-            d[H + j] = dh * (p[j] - n) * z * (one - z)
-            d[2 * H + j] = dn_x * r
-            d[3 * H + j] = dn_x
-            ds[j] = dh * z
+            dnx[j] = dh[j] * (one - z[j]) * (one - n[j] * n[j])
+        for j in range(H):
+            dr[j] = dnx[j] * hn[j] * r[j] * (one - r[j])
+        for j in range(H):
+            dz[j] = dh[j] * (hp[j] - n[j]) * z[j] * (one - z[j])
+        for j in range(H):
+            dhn[j] = dnx[j] * r[j]
+        for j in range(H):
+            dh[j] = dh[j] * z[j]

@@ -39,18 +39,19 @@ def backward_pointwise(dstate, cur, prev, delta, H, act):
     B = cur.shape[0]
     one = cur.dtype.type(1)
     zero = cur.dtype.type(0)
+    # the branch outside the loops, so each loop vectorises
+    if act == TANH:
+        for i in range(B):
+            for j in range(H):
+                delta[i, j] = dstate[i, j] * (one - cur[i, j] * cur[i, j])
+    elif act == SIGMOID:
+        for i in range(B):
+            for j in range(H):
+                delta[i, j] = dstate[i, j] * (cur[i, j] * (one - cur[i, j]))
+    else:
+        for i in range(B):
+            for j in range(H):
+                delta[i, j] = dstate[i, j] * (one if cur[i, j] > 0 else zero)   # 0·inf is NaN, as the reference
     for i in range(B):
-        d = delta[i]
-        ds = dstate[i]
-        h = cur[i]
-        if act == TANH:
-            for j in range(H):
-                d[j] = ds[j] * (one - h[j] * h[j])
-        elif act == SIGMOID:
-            for j in range(H):
-                d[j] = ds[j] * (h[j] * (one - h[j]))
-        else:
-            for j in range(H):
-                d[j] = ds[j] * (one if h[j] > 0 else zero)   # 0·inf is NaN, as the reference
         for j in range(H):
-            ds[j] = zero
+            dstate[i, j] = zero
