@@ -45,9 +45,10 @@ def make_loss_and_grad(params: Mapping[str, ArrayLike], inputs: ArrayLike, targe
     Parameters
     ----------
     params, inputs, targets, h0
-        A template call, as for :func:`fastbptt.loss_and_grad`: it is validated now (raising
-        the same errors) and fixes the shapes and dtypes of the fast path. Its arrays are not
-        kept.
+        A template call, as for :func:`fastbptt.loss_and_grad`. When the options allow the
+        fast path it is validated now (raising loss_and_grad's errors) and fixes the shapes
+        and dtypes of the fast path; otherwise each call is validated as it comes. Its arrays
+        are not kept.
     reuse_grads : bool
         False (default): every call returns new gradient arrays. True: the gradient arrays
         are allocated once and overwritten by each call, so a call's grads are valid only
