@@ -11,6 +11,7 @@ goes through :func:`fastbptt.loss_and_grad` itself, so a bad argument gets exact
 from __future__ import annotations
 
 import inspect
+import threading
 from collections.abc import Mapping
 
 import numpy as np
@@ -44,13 +45,15 @@ def make_loss_and_grad(params: Mapping[str, ArrayLike], inputs: ArrayLike, targe
     Parameters
     ----------
     params, inputs, targets, h0
-        A template call, as for :func:`fastbptt.loss_and_grad`: it is validated now (raising
-        the same errors) and fixes the shapes and dtypes of the fast path. Its arrays are not
-        kept.
+        A template call, as for :func:`fastbptt.loss_and_grad`. When the options allow the
+        fast path it is validated now (raising loss_and_grad's errors) and fixes the shapes
+        and dtypes of the fast path; otherwise each call is validated as it comes. Its arrays
+        are not kept.
     reuse_grads : bool
         False (default): every call returns new gradient arrays. True: the gradient arrays
         are allocated once and overwritten by each call, so a call's grads are valid only
         until the next call (copy them to keep them); saves a few microseconds per call.
+        Such a function must not be called from two threads at once; with False it may be.
     **options
         Keyword arguments of :func:`fastbptt.loss_and_grad` (``cell``, ``loss``,
         ``reduction``, ``check_finite``, ...), fixed for every call.
@@ -123,7 +126,7 @@ class _Prepared:
 
     def __init__(self, p, params, inputs, targets, h0, opts, check_finite, reuse_grads):
         from .cpu.blas import register_blas, threads_now
-        from .cpu.fused import fused_full_bptt, xblocks_of
+        from .cpu.fused import fused_full_bptt, workspace, workspace_layout, xblocks_of
         from .cpu.steps import cell_tag
         register_blas()
         self._opts = opts
@@ -149,7 +152,6 @@ class _Prepared:
         e2, e1, ei = np.empty((0, 0), dt), np.empty(0, dt), np.empty(0, np.int64)
         self._e2, self._e1, self._ei = e2, e1, ei
         self._zeros = np.zeros((p.B, cell.S * H), dt)     # read only by the kernel
-        self._state = np.zeros((p.B, cell.S * H), dt)     # the LSTM's h0 | c0, filled per call
         self._weights = np.ascontiguousarray(p.weights.reshape(-1))
         self._gshapes = {"U": (p.n_in, GH) if self._in_kind == 1 else (GH, p.n_in),
                          "W": (GH, H), "b": (GH,), "V": (p.n_out, H), "c": (p.n_out,)}
@@ -157,6 +159,13 @@ class _Prepared:
         self._head = (cell_tag(cell), cell.split, cell.K, cell.D, xblocks_of(cell), cell.bn_col,
                       self._in_kind)
         self._act = p.act
+        # the kernel's workspace, allocated once; a call made while another thread is inside
+        # this function (the kernel releases the GIL) gets its own
+        lay = workspace_layout(p.T, p.B, cell.G, cell.D, cell.K, H, p.n_out, p.n_in, cell.split,
+                               self._in_kind == 2)
+        self._new_ws = lambda: workspace(int(lay[0]), dt)
+        self._ws = self._new_ws()
+        self._busy = threading.Lock()
         self._reuse = reuse_grads
         self._grads = self._new_grads() if reuse_grads else None
         # the compiled kernel's entry point for exactly these argument types: calling it skips
@@ -164,9 +173,12 @@ class _Prepared:
         g = self._new_grads()
         g["last"] = np.empty_like(self._zeros)
         args = self._args(p.U, p.W, p.b, p.bn, p.V, p.c, p.E, p.x, p.ids, p.tgt_ids, p.y_rows,
-                          p.state0, g)
+                          p.state0, g, self._ws)
         sig = tuple(fused_full_bptt.typeof_pyval(a) for a in args)
         self._kernel = fused_full_bptt.compile(sig)
+        ei = self._ei
+        self._in_range = _ids_in_range.compile(
+            tuple(_ids_in_range.typeof_pyval(a) for a in (ei, 1, ei, 1)))
 
     def _new_grads(self):
         dt = self._dtype
@@ -176,7 +188,7 @@ class _Prepared:
         g["h0"] = np.empty_like(self._zeros)
         return g
 
-    def _args(self, U, W, b, bn, Vm, c, E, x, ids, tgt, yrows, state0, g):
+    def _args(self, U, W, b, bn, Vm, c, E, x, ids, tgt, yrows, state0, g, ws):
         R = self._R
         e2, e1, ei = self._e2, self._e1, self._ei
         k = self._in_kind
@@ -185,7 +197,7 @@ class _Prepared:
                 E if k == 2 else e2, U, W, b, bn if self._has_bn else e1, Vm, c, state0,
                 self._loss_kind, tgt.reshape(R) if self._loss_kind == 0 else ei,
                 yrows.reshape(R, -1) if self._loss_kind else e2, self._weights, self._act,
-                self._threads_now(), g["U"], g["W"], g["b"], g["bn"], g["V"], g["c"], g["E"],
+                self._threads_now(), ws, g["U"], g["W"], g["b"], g["bn"], g["V"], g["c"], g["E"],
                 g["h0"], g["last"])      # g["last"]: h_last, fresh every call
 
     def _plain(self, params, inputs, targets, h0):
@@ -210,15 +222,21 @@ class _Prepared:
         # loss_and_grad's validation does
         ids = _int64(inputs) if self._in_kind else self._ei
         tgt = _int64(targets) if self._loss_kind == 0 else self._ei
-        if (self._in_kind or self._loss_kind == 0) and not _ids_in_range(
+        if (self._in_kind or self._loss_kind == 0) and not self._in_range(
                 ids.reshape(-1), self._n_ids, tgt.reshape(-1), self._n_out):
             return self._plain(params, inputs, targets, h0)
         g = dict(self._grads) if self._reuse else self._new_grads()
         g["last"] = np.empty_like(self._zeros)       # never reused: often the next call's h0
         pv = params.get
-        args = self._args(params["U"], params["W"], params["b"], pv("bn"), params["V"],
-                          params["c"], pv("E"), inputs, ids, tgt, targets, state0, g)
-        loss = self._kernel(*args)
+        own = self._busy.acquire(blocking=False)
+        try:
+            args = self._args(params["U"], params["W"], params["b"], pv("bn"), params["V"],
+                              params["c"], pv("E"), inputs, ids, tgt, targets, state0, g,
+                              self._ws if own else self._new_ws())
+            loss = self._kernel(*args)
+        finally:
+            if own:
+                self._busy.release()
         grads = {"U": g["U"].T.copy() if self._in_kind == 1 else g["U"], "W": g["W"], "b": g["b"],
                  "V": g["V"], "c": g["c"]}
         if self._in_kind == 2:
@@ -239,7 +257,7 @@ class _Prepared:
             if type(h0) is np.ndarray and (h0.shape, h0.dtype) == self._hsig and h0.flags.c_contiguous:
                 return h0
             return None
-        H, st = self._H, self._state
+        H, st = self._H, np.empty_like(self._zeros)    # the LSTM's h0 | c0, per call
         if type(h0) is tuple and len(h0) == 2:
             h, c = h0
         else:

@@ -99,6 +99,18 @@ def test_grads_fresh_by_default_and_reused_on_request(cell):
         assert not np.shares_memory(u, v)    # h_last is never reused
 
 
+@pytest.mark.parametrize("cell", CELLS)
+def test_concurrent_calls_from_threads(cell):
+    from concurrent.futures import ThreadPoolExecutor
+    problems = [problem(cell, "float", seed=s) for s in range(8)]
+    fn = make_loss_and_grad(*problems[0], cell=cell)
+    hs = [state(cell, np.float64, s, "tuple") for s in range(8)]
+    with ThreadPoolExecutor(4) as ex:
+        got = list(ex.map(lambda i: fn(*problems[i], hs[i]), list(range(8)) * 4))
+    for i, out in enumerate(got):
+        assert_same(out, loss_and_grad(*problems[i % 8], hs[i % 8], cell=cell))
+
+
 def test_other_integer_id_dtypes_and_readonly_arrays():
     params, x, y = problem("gru", "onehot")
     x32, y16 = x.astype(np.int32), y.astype(np.int16)
