@@ -12,6 +12,12 @@ wall time of repeated calls after a warm-up that sits outside the timed region:
   ``cross_entropy(reduction="sum")``, forward + ``backward()``, threads = cores available
 * ``jax``        -- ``jit(value_and_grad)`` over ``lax.scan`` (only when JAX is installed)
 
+``--layers N`` and ``--bidirectional`` measure a stacked model instead: fastbptt's
+``num_layers``/``bidirectional``, the PyTorch peer built from the same params by
+:func:`fastbptt.to_torch` (``nn.LSTM(num_layers=N, bidirectional=True)`` ...), JAX one
+``lax.scan`` per layer and direction; flops are counted per layer and direction (layer l ≥ 1
+reads ``n_in = D·H``, the head ``D·H``).
+
 Throughput counts ``2·T·B·H·(2·n_in + 3·H + 3·n_out)`` flops per forward + backward (one-hot
 inputs are counted as dense, so every size is on one scale). The roofline is the best single-precision
 matrix-product rate measured in the same run: an 8192×1024×1024 product through NumPy's BLAS
@@ -46,15 +52,20 @@ ROOF = (8192, 1024, 1024)                 # sgemm [M, K] @ [K, N]
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
 
-def flops(T: int, B: int, n_in: int, H: int, n_out: int, cell: str = "rnn") -> int:
+def flops(T: int, B: int, n_in: int, H: int, n_out: int, cell: str = "rnn", layers: int = 1,
+          bidirectional: bool = False) -> int:
     """Flops of one forward + backward, one-hot inputs counted as dense.
 
     Per step and sequence: the input projection and dU (2·G·H·n_in), the recurrent product,
     its gradient and dW (3·G·H·H), the head, dV and ∂L/∂h (3·H·n_out), times two flops per
-    multiply-add; G is the cell's gate count (1, 4, 3). Pointwise work is not counted.
+    multiply-add; G is the cell's gate count (1, 4, 3). Pointwise work is not counted. A
+    stacked model counts each layer and direction (D of them per layer), layer l ≥ 1 with
+    n_in = D·H, and a head over D·H features. (Layer 0's input gradient, never needed, is
+    counted as if it were: the single-layer formula does the same.)
     """
-    G = GATES[cell]
-    return 2 * T * B * H * (G * (2 * n_in + 3 * H) + 3 * n_out)
+    G, D = GATES[cell], 2 if bidirectional else 1
+    rec = sum(D * G * (2 * (n_in if layer == 0 else D * H) + 3 * H) for layer in range(layers))
+    return 2 * T * B * H * (rec + 3 * D * n_out)
 
 
 def n_cores() -> int:
@@ -76,13 +87,14 @@ def cpu_model() -> str:
 
 
 # --------------------------------------------------------------------------- workers
-def _problem(size, dtype, cell="rnn"):
+def _problem(size, dtype, cell="rnn", layers=1, bidirectional=False):
     import numpy as np
     T, B, n_in, H, n_out, ids = SIZES[size]
     rng = np.random.default_rng(0)
     dt = np.dtype(dtype)
     from . import api
-    params = api.init_params(n_in, H, n_out, dtype=dt, seed=0, cell=cell)
+    params = api.init_params(n_in, H, n_out, dtype=dt, seed=0, cell=cell, num_layers=layers,
+                             bidirectional=bidirectional)
     x = rng.integers(0, n_in, (T, B)) if ids else rng.standard_normal((T, B, n_in)).astype(dt)
     y = rng.integers(0, n_out, (T, B))
     return params, x, y
@@ -103,50 +115,59 @@ def _timeit(fn, min_time, min_reps, max_reps):
     return first, times
 
 
-def _fn_fastbptt(size, dtype, backend, cell="rnn"):
+def _fn_fastbptt(size, dtype, backend, cell="rnn", layers=1, bidirectional=False):
     from . import api
-    params, x, y = _problem(size, dtype, cell)
+    params, x, y = _problem(size, dtype, cell, layers, bidirectional)
     if backend == "cuda":
         from . import cuda  # noqa: F401  (raises ImportError when unavailable)
-    return lambda: api.loss_and_grad(params, x, y, backend=backend, cell=cell)
+    return lambda: api.loss_and_grad(params, x, y, backend=backend, cell=cell, num_layers=layers,
+                                     bidirectional=bidirectional)
 
 
-def _fn_prepared(size, dtype, backend, cell="rnn"):
+def _fn_prepared(size, dtype, backend, cell="rnn", layers=1, bidirectional=False):
     from . import prepared
-    params, x, y = _problem(size, dtype, cell)
-    fn = prepared.make_loss_and_grad(params, x, y, backend=backend, cell=cell)
+    params, x, y = _problem(size, dtype, cell, layers, bidirectional)
+    fn = prepared.make_loss_and_grad(params, x, y, backend=backend, cell=cell, num_layers=layers,
+                                     bidirectional=bidirectional)
     return lambda: fn(params, x, y)
 
 
-def _fn_reference(size, dtype, backend, cell="rnn"):
+def _fn_reference(size, dtype, backend, cell="rnn", layers=1, bidirectional=False):
     from . import api
-    params, x, y = _problem(size, dtype, cell)
-    return lambda: api.loss_and_grad(params, x, y, backend="numpy", cell=cell)
+    params, x, y = _problem(size, dtype, cell, layers, bidirectional)
+    return lambda: api.loss_and_grad(params, x, y, backend="numpy", cell=cell, num_layers=layers,
+                                     bidirectional=bidirectional)
 
 
-def _fn_torch(size, dtype, backend, cell="rnn"):
+def _fn_torch(size, dtype, backend, cell="rnn", layers=1, bidirectional=False):
     import numpy as np
     import torch
     torch.set_num_threads(n_cores())
     T, B, n_in, H, n_out, ids = SIZES[size]
-    params, x, y = _problem(size, dtype, cell)
+    params, x, y = _problem(size, dtype, cell, layers, bidirectional)
     tdt = torch.float32 if np.dtype(dtype) == np.float32 else torch.float64
-    rnn = (torch.nn.RNN(n_in, H, nonlinearity="tanh") if cell == "rnn" else
-           {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell](n_in, H)).to(tdt)
-    lin = torch.nn.Linear(H, n_out).to(tdt)
-    with torch.no_grad():
-        rnn.weight_ih_l0.copy_(torch.from_numpy(params["U"]))
-        rnn.weight_hh_l0.copy_(torch.from_numpy(params["W"]))
-        rnn.bias_ih_l0.zero_()
-        rnn.bias_hh_l0.zero_()
-        lin.weight.copy_(torch.from_numpy(params["V"]))
-        lin.bias.zero_()
+    D = 2 if bidirectional else 1
+    if layers > 1 or bidirectional:
+        # the same model through the converter: nn.LSTM(num_layers=N, bidirectional=...)
+        from .torch_io import to_torch
+        rnn, lin, _ = to_torch(params, cell=cell, num_layers=layers, bidirectional=bidirectional)
+    else:
+        rnn = (torch.nn.RNN(n_in, H, nonlinearity="tanh") if cell == "rnn" else
+               {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell](n_in, H)).to(tdt)
+        lin = torch.nn.Linear(H, n_out).to(tdt)
+        with torch.no_grad():
+            rnn.weight_ih_l0.copy_(torch.from_numpy(params["U"]))
+            rnn.weight_hh_l0.copy_(torch.from_numpy(params["W"]))
+            rnn.bias_ih_l0.zero_()
+            rnn.bias_hh_l0.zero_()
+            lin.weight.copy_(torch.from_numpy(params["V"]))
+            lin.bias.zero_()
     if ids:                                 # one-hot rows, built outside the timed region
         xt = torch.nn.functional.one_hot(torch.from_numpy(x), n_in).to(tdt)
     else:
         xt = torch.from_numpy(x)
     yt = torch.from_numpy(y).reshape(-1)
-    h0 = torch.zeros(1, B, H, dtype=tdt)
+    h0 = torch.zeros(layers * D, B, H, dtype=tdt)
     if backend == "cuda" and torch.cuda.is_available():
         # the GPU peer: cuDNN's RNN; loss.item() below synchronises each call
         torch.backends.cudnn.enabled = True
@@ -166,15 +187,17 @@ def _fn_torch(size, dtype, backend, cell="rnn"):
     return fn
 
 
-def _fn_jax(size, dtype, backend, cell="rnn"):
+def _fn_jax(size, dtype, backend, cell="rnn", layers=1, bidirectional=False):
     import numpy as np
     if np.dtype(dtype) == np.float64:
         os.environ.setdefault("JAX_ENABLE_X64", "1")
     import jax
     import jax.numpy as jnp
     T, B, n_in, H, n_out, ids = SIZES[size]
-    params, x, y = _problem(size, dtype, cell)
+    params, x, y = _problem(size, dtype, cell, layers, bidirectional)
+    from .layers import param_key
     P = {k: jnp.asarray(v) for k, v in params.items()}
+    D = 2 if bidirectional else 1
     xj, yj = jnp.asarray(x), jnp.asarray(y)
     sig = jax.nn.sigmoid
 
@@ -193,14 +216,26 @@ def _fn_jax(size, dtype, backend, cell="rnn"):
         return ((1 - zg) * n + zg * h,)
 
     def loss_fn(P, x, y):
-        # input projection for all steps at once, then the recurrence in lax.scan
-        xu = (P["U"].T[x] if ids else x @ P["U"].T) + P["b"]           # [T, B, G·H]
+        inp = x
+        for layer in range(layers):
+            outs = []
+            for d in range(D):
+                w = {k: P[param_key(k, layer, d == 1)] for k in ("U", "W", "b", "bn")
+                     if param_key(k, layer, d == 1) in P}
+                # input projection for all steps at once, then the recurrence in lax.scan
+                if layer == 0 and ids:
+                    xu = w["U"].T[inp] + w["b"]                        # [T, B, G·H]
+                else:
+                    xu = inp @ w["U"].T + w["b"]
 
-        def scan_step(s, xu_t):
-            s = step(P, s, xu_t)
-            return s, s[0]
-        s0 = tuple(jnp.zeros((B, H), xu.dtype) for _ in range(2 if cell == "lstm" else 1))
-        _, hs = jax.lax.scan(scan_step, s0, xu)                        # [T, B, H]
+                def scan_step(s, xu_t, w=w):
+                    s = step(w, s, xu_t)
+                    return s, s[0]
+                s0 = tuple(jnp.zeros((B, H), xu.dtype) for _ in range(2 if cell == "lstm" else 1))
+                _, hs = jax.lax.scan(scan_step, s0, xu, reverse=d == 1)   # [T, B, H]
+                outs.append(hs)
+            inp = outs[0] if D == 1 else jnp.concatenate(outs, axis=-1)   # [T, B, D·H]
+        hs = inp
         o = hs @ P["V"].T + P["c"]
         lse = jax.nn.logsumexp(o, axis=-1)
         return jnp.sum(lse - jnp.take_along_axis(o, y[..., None], axis=-1)[..., 0])
@@ -231,11 +266,15 @@ def _fn_sgemm(lib, dtype):
 
 
 def _worker(argv):
-    """Child process: ``impl size dtype backend min_time [cell]``; prints one JSON line."""
+    """Child process: ``impl size dtype backend min_time [cell [layers bidirectional]]``;
+    prints one JSON line."""
     impl, size, dtype, backend, min_time = argv[0], argv[1], argv[2], argv[3], float(argv[4])
     cell = argv[5] if len(argv) > 5 else "rnn"
+    layers = int(argv[6]) if len(argv) > 6 else 1
+    bidirectional = len(argv) > 7 and argv[7] == "1"
+    stacked = layers > 1 or bidirectional
     t0 = time.perf_counter()
-    if impl == "fastbptt" and backend == "cuda":
+    if impl == "fastbptt" and backend == "cuda" and not stacked:
         _worker_cuda(size, dtype, min_time, cell)
         return
     if impl.startswith("sgemm-"):
@@ -245,8 +284,9 @@ def _worker(argv):
         fn = {"fastbptt": _fn_fastbptt, "fastbptt-mkl": _fn_fastbptt,
               "fastbptt-prepared": _fn_prepared,
               "reference": _fn_reference, "torch": _fn_torch,
-              "jax": _fn_jax}[impl](size, dtype, backend, cell)
-        fl = flops(*SIZES[size][:5], cell=cell)
+              "jax": _fn_jax}[impl](size, dtype, backend, cell,
+                                    *((layers, bidirectional) if stacked else ()))
+        fl = flops(*SIZES[size][:5], cell=cell, layers=layers, bidirectional=bidirectional)
     setup = time.perf_counter() - t0
     first, times = _timeit(fn, min_time, 5, 2000)
     med = statistics.median(times)
@@ -273,9 +313,10 @@ def _worker_cuda(size, dtype, min_time, cell="rnn"):
                           gflops=flops(T, B, n_in, H, n_out, cell=cell) / med / 1e9)))
 
 
-def _run_child(impl, size, dtype, backend, min_time, timeout, cell="rnn"):
+def _run_child(impl, size, dtype, backend, min_time, timeout, cell="rnn", layers=1,
+               bidirectional=False):
     cmd = [sys.executable, "-c", "import sys; from fastbptt.bench import _worker; _worker(sys.argv[1:])",
-           impl, size, dtype, backend, str(min_time), cell]
+           impl, size, dtype, backend, str(min_time), cell, str(layers), "1" if bidirectional else "0"]
     env = dict(os.environ)
     if impl == "fastbptt-mkl":
         env["FASTBPTT_BLAS"] = "mkl"
@@ -307,11 +348,17 @@ def _available(mod):
 # --------------------------------------------------------------------------- CLI
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add ``fastbptt bench``'s options to ``parser``."""
+    from .cli import int_at_least as _int_at_least
     parser.add_argument("--sizes", default="minchar,small,medium,large",
                         help="comma-separated subset of " + ", ".join(SIZES) + " (default: all)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     parser.add_argument("--cell", default="rnn", choices=("rnn", "lstm", "gru"),
                         help="recurrent cell; the PyTorch peer is nn.RNN, nn.LSTM or nn.GRU")
+    parser.add_argument("--layers", type=_int_at_least(1), default=1,
+                        help="stacked recurrent layers (default 1); the PyTorch peer gets "
+                             "num_layers=N through fastbptt.to_torch")
+    parser.add_argument("--bidirectional", action="store_true",
+                        help="bidirectional layers (the PyTorch peer: bidirectional=True)")
     parser.add_argument("--backend", default="cpu", choices=("cpu", "cuda"),
                         help="fastbptt backend to measure (default cpu)")
     parser.add_argument("--impls", default=",".join(IMPLS),
@@ -340,7 +387,8 @@ def _parse_list(name, text, allowed):
 
 def run_bench(sizes: list[str], dtype: str = "float32", backend: str = "cpu", impls=IMPLS,
               min_time: float = 2.0, rounds: int = 1, roofline: bool = True, timeout: float = 600,
-              log: Callable[[str], Any] = print, cell: str = "rnn") -> dict:
+              log: Callable[[str], Any] = print, cell: str = "rnn", layers: int = 1,
+              bidirectional: bool = False) -> dict:
     """Run the measurements; return the results dict that ``--json`` writes."""
     notes = []
     skip = {}
@@ -360,6 +408,9 @@ def run_bench(sizes: list[str], dtype: str = "float32", backend: str = "cpu", im
             ok, why = False, str(exc)
         if not ok:
             skip["fastbptt"] = f"CUDA backend unavailable: {why}"
+        elif layers > 1 or bidirectional:
+            notes.append("fastbptt on cuda: the stacked model's layer calls on the GPU, host "
+                         "arrays in and out of every call; peers run on the CPU")
         else:
             notes.append("fastbptt on cuda: timed by fastbptt.cuda.benchmark (device arrays, "
                          "one-hot id inputs at every size); peers run on the CPU")
@@ -381,7 +432,8 @@ def run_bench(sizes: list[str], dtype: str = "float32", backend: str = "cpu", im
             for impl in impls:
                 if impl in skip:
                     continue
-                res = _run_child(impl, size, dtype, backend, min_time, timeout, cell)
+                res = _run_child(impl, size, dtype, backend, min_time, timeout, cell, layers,
+                                 bidirectional)
                 runs.setdefault((impl, size), []).append(res)
                 if res.get("ok"):
                     log(f"  round {r + 1}: {size:8s} {impl:10s} {res['median_s'] * 1e3:10.3f} ms "
@@ -393,7 +445,7 @@ def run_bench(sizes: list[str], dtype: str = "float32", backend: str = "cpu", im
     rows = []
     for size in sizes:
         T, B, n_in, H, n_out, _ = SIZES[size]
-        fl = flops(T, B, n_in, H, n_out, cell)
+        fl = flops(T, B, n_in, H, n_out, cell, layers, bidirectional)
         med = {}
         for impl in impls:
             ok = [x for x in runs.get((impl, size), []) if x.get("ok")]
@@ -406,6 +458,7 @@ def run_bench(sizes: list[str], dtype: str = "float32", backend: str = "cpu", im
                 continue
             ok = [x for x in runs[(impl, size)] if x.get("ok")]
             row = dict(size=size, impl=impl, T=T, B=B, n_in=n_in, H=H, n_out=n_out,
+                       num_layers=layers, bidirectional=bidirectional,
                        ms=med[impl] * 1e3, gflops=fl / med[impl] / 1e9, blas=ok[0].get("blas"),
                        first_s=statistics.median(x["first_s"] for x in ok),
                        ms_rounds=[x["median_s"] * 1e3 for x in ok])
@@ -418,7 +471,11 @@ def run_bench(sizes: list[str], dtype: str = "float32", backend: str = "cpu", im
                      platform=platform.platform()),
         command="fastbptt bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else "",
         dtype=dtype, backend=backend, rounds=rounds, min_time=min_time, cell=cell,
-        flops_formula="2*T*B*H*(G*(2*n_in + 3*H) + 3*n_out), G = gates (rnn 1, lstm 4, gru 3)",
+        num_layers=layers, bidirectional=bidirectional,
+        flops_formula=("2*T*B*H*(G*(2*n_in + 3*H) + 3*n_out), G = gates (rnn 1, lstm 4, gru 3)"
+                       if layers == 1 and not bidirectional else
+                       "2*T*B*H*(sum over layers l of D*G*(2*n_l + 3*H) + 3*D*n_out), n_0 = n_in, "
+                       "n_l = D*H, D = directions, G = gates (rnn 1, lstm 4, gru 3)"),
         roofline=dict(gflops=roof_gflops, sgemm=f"{ROOF[0]}x{ROOF[1]}x{ROOF[2]}",
                       per_lib={k: statistics.median(v) for k, v in roof.items()}),
         versions=_versions(), rows=rows, notes=notes,
@@ -442,7 +499,9 @@ def format_table(res: dict) -> str:
     def f(v, fmt):
         return "–" if v is None else format(v, fmt)
     roof = res["roofline"]
-    lines = [f"{res['machine']['cpu']}, {res['machine']['cores']} cores; dtype {res['dtype']}; "
+    layers, bidi = res.get("num_layers", 1), res.get("bidirectional", False)
+    layout = (f"; {layers} layers" if layers > 1 else "") + ("; bidirectional" if bidi else "")
+    lines = [f"{res['machine']['cpu']}, {res['machine']['cores']} cores; dtype {res['dtype']}{layout}; "
              f"roofline {f(roof['gflops'], '.0f')} GFLOP/s (best sgemm {roof['sgemm']}: "
              + ", ".join(f"{k} {v:.0f}" for k, v in roof["per_lib"].items()) + ")",
              "",
@@ -511,11 +570,13 @@ def main(args: argparse.Namespace) -> int:
         raise CLIError("--plot needs matplotlib, which is not installed: pip install 'fastbptt[plot]'")
     from .cli import measurement_metadata
     meta = measurement_metadata(getattr(args, "command_line", "fastbptt bench"))
-    print(f"fastbptt bench: {args.cell} cell; sizes {', '.join(sizes)}; {args.dtype}; backend {args.backend}; "
+    layout = (f" x {args.layers} layers" if args.layers > 1 else "") + (", bidirectional" if args.bidirectional else "")
+    print(f"fastbptt bench: {args.cell} cell{layout}; sizes {', '.join(sizes)}; {args.dtype}; backend {args.backend}; "
           f"{n_cores()} cores; each measurement in its own process", flush=True)
     res = run_bench(sizes, args.dtype, args.backend, impls, args.min_time, args.rounds,
                     not args.no_roofline, args.timeout,
-                    log=lambda s: print(s, file=sys.stderr, flush=True), cell=args.cell)
+                    log=lambda s: print(s, file=sys.stderr, flush=True), cell=args.cell,
+                    layers=args.layers, bidirectional=args.bidirectional)
     res["meta"] = measurement_metadata(meta["command"], meta)
     print(format_table(res))
     if args.json:

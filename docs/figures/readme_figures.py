@@ -166,6 +166,45 @@ def bench(js):
     return "\n".join(out)
 
 
+@renderer("bench_layers")
+def bench_layers(*runs):
+    """``fastbptt bench --layers N [--bidirectional] --json``, one run per cell: fastbptt
+    against PyTorch's ``nn.RNN``/``nn.LSTM``/``nn.GRU(num_layers=N, bidirectional=...)`` (built
+    by ``fastbptt.to_torch`` from the same params) and JAX, per cell and size."""
+    from fastbptt.bench import SIZES
+    first = runs[0]
+    L, bidi = first.get("num_layers", 1), first.get("bidirectional", False)
+    peers = [p for p in ("torch", "jax") if any(r["impl"] == p for js in runs for r in js["rows"])]
+    names = {"rnn": "Elman RNN", "lstm": "LSTM", "gru": "GRU"}
+    out = [f"{L} stacked{' bidirectional' if bidi else ''} layers: one forward + backward, "
+           f"{first['dtype']}, cross-entropy (`sum`); medians of {first['rounds']} interleaved rounds. "
+           f"GFLOP/s count `{first['flops_formula'].replace('*', '·')}`.",
+           "",
+           "| cell | size (T, B, n_in, H, n_out) | fastbptt ms | GFLOP/s | "
+           + " | ".join(f"{p} ms | × {p}" for p in peers) + " |",
+           "| --- | --- | ---: | ---: | " + " | ".join("---: | ---:" for _ in peers) + " |"]
+    for js in runs:
+        if (js.get("num_layers", 1), js.get("bidirectional", False)) != (L, bidi):
+            raise ValueError("bench_layers: every run must have the same --layers and --bidirectional")
+        by = {(r["size"], r["impl"]): r for r in js["rows"]}
+        for size in dict.fromkeys(r["size"] for r in js["rows"]):
+            f = by.get((size, "fastbptt"))
+            if f is None:
+                continue
+            T, B, n_in, H, n_out, ids = SIZES[size]
+            cells = [f"{ms(by[(size, p)]['ms'] / 1e3)} | **{_f(f.get(f'speedup_vs_{p}'), '.2f')}**"
+                     if (size, p) in by else "– | –" for p in peers]
+            out.append(f"| {names.get(js.get('cell', 'rnn'), js.get('cell'))} | {size} ({T}, {B}, "
+                       f"{n_in}{' ids' if ids else ''}, {H}, {n_out}) | **{ms(f['ms'] / 1e3)}** | "
+                       f"{f['gflops']:.3g} | " + " | ".join(cells) + " |")
+    out.append("")
+    for js in runs:
+        meta = js.get("meta") or dict(date=js["time"], cpu=js["machine"]["cpu"],
+                                      cores=js["machine"]["cores"], command=js["command"])
+        out.append(provenance(meta))
+    return "\n".join(out)
+
+
 @renderer("bench_dtype")
 def bench_dtype(js64, js32):
     """A second ``fastbptt bench --json`` run in another dtype, against the first run's times."""
