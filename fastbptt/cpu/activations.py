@@ -52,8 +52,8 @@ def tanh_f32_array(x, out):
         out[i] = tanh_f32(x[i])
 
 
-# exp_f64, tanh_f64 and sigmoid_f64 are inlined into the caller's IR (inline="always"): left
-# to LLVM, the call to exp_f64 inside tanh_f64 stayed a call in the kernels' loops.
+# exp_f64, tanh_f64 and sigmoid_f64 are left to LLVM to inline: Numba's IR inlining
+# (inline="always") made no faster code, compiled longer and raised NumbaIRAssumptionWarning.
 @intrinsic
 def _f64_bits(typingctx, x):
     """The IEEE-754 bits of a float64 as an int64 (a register move, vectorisable)."""
@@ -73,7 +73,7 @@ def _bits_f64(typingctx, n):
 _ROUND = 6755399441055744.0        # 1.5·2^52: adding it rounds |t| < 2^51 to an integer
 
 
-@njit(inline="always", **_JIT)
+@njit(**_JIT)
 def exp_f64(x):
     """e^x of a float64 scalar, within about 1 ulp (Cephes' ``exp``), in straight-line code.
 
@@ -96,7 +96,7 @@ def exp_f64(x):
     return e * _bits_f64((n1 + 1023) << 52) * _bits_f64((n - n1 + 1023) << 52)
 
 
-@njit(inline="always", **_JIT)
+@njit(**_JIT)
 def tanh_f64(v):
     """tanh of a float64 scalar, within a few ulp, in straight-line code (Cephes' ``tanh``).
 
@@ -114,7 +114,7 @@ def tanh_f64(v):
     return small if a < 0.625 else big
 
 
-@njit(inline="always", **_JIT)
+@njit(**_JIT)
 def sigmoid_f64(v):
     """σ(v) = 1 / (1 + e^-v) of a float64 scalar with :func:`exp_f64` (a few ulp)."""
     return 1.0 / (1.0 + exp_f64(-v))
