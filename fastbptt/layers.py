@@ -390,6 +390,8 @@ def _cpu_loss_and_grad(p, st, backend="cpu"):
     s_idx = np.arange(T)[:, None]
     rev = np.where(s_idx <= p.last[None, :], p.last[None, :] - s_idx, s_idx)
     valid_rev = s_idx <= p.last[None, :]                      # [T, B]
+    # every sequence full length: the reverse direction is plain time reversal (views, no gathers)
+    flip = bool((p.last == T - 1).all())
     k1, k2 = p.truncate if p.truncate is not None else (T, T)
     blocks = [(s0, min(T, s0 + k1), max(0, s0 - (k2 - k1))) for s0 in range(0, T, k1)]
     # an LSTM's c at a sequence's last valid step is only seen as a segment's final state
@@ -412,7 +414,7 @@ def _cpu_loss_and_grad(p, st, backend="cpu"):
         out = np.zeros((T, B, D * H), dtype=p.dtype)
         for d in range(D):
             w = st.weights[layer][d]
-            xd = x if d == 0 else x[rev, cols]
+            xd = x if d == 0 else x[::-1] if flip else x[rev, cols]
             state, ends, run = st.state0[layer][d], {0: st.state0[layer][d]}, []
             # the reverse direction's outputs are scattered back to their times afterwards
             hs = out[:, :, :H] if d == 0 else np.empty((T, B, H), dtype=p.dtype)
@@ -424,7 +426,10 @@ def _cpu_loss_and_grad(p, st, backend="cpu"):
                 # checkpointing keeps the segment's initial state and recomputes its cache
                 run.append((a, e, start if p.checkpoint else cache))
             if d == 1:
-                out[rev[valid_rev], np.nonzero(valid_rev)[1], H:] = hs[valid_rev]
+                if flip:
+                    out[:, :, H:] = hs[::-1]
+                else:
+                    out[rev[valid_rev], np.nonzero(valid_rev)[1], H:] = hs[valid_rev]
             runs.append((xd, run))
             # the state at each sequence's last valid step (forward) or after step 0 (reverse)
             if p.cell.S == 2:
@@ -456,9 +461,10 @@ def _cpu_loss_and_grad(p, st, backend="cpu"):
                 w = st.weights[layer][d]
                 dh = dcur[:, :, d * H:(d + 1) * H]
                 # (the reverse direction is never truncated: its window is the whole sequence)
-                dhs = dh if d == 0 else np.where(valid_rev[:, :, None], dh[rev, cols], 0)
+                dhs = dh if d == 0 else dh[::-1] if flip else np.where(valid_rev[:, :, None], dh[rev, cols], 0)
                 carry = tuple(np.zeros((B, H), dtype=p.dtype) for _ in st.state0[layer][d])
-                dx = np.zeros_like(dbelow) if dbelow is not None else None
+                # the forward direction writes straight into dbelow (still all zeros)
+                dx = dbelow if d == 0 else np.zeros_like(dbelow) if dbelow is not None else None
                 for a, e, cache in reversed(run):
                     if e <= lo or a >= s1:
                         continue
@@ -475,9 +481,9 @@ def _cpu_loss_and_grad(p, st, backend="cpu"):
                     for acc, v in zip(dstate0[layer][d], carry):
                         acc += v
                 if dbelow is not None:
-                    if d == 0:
-                        dbelow += dx
-                    else:
+                    if d == 1 and flip:
+                        dbelow += dx[::-1]
+                    elif d == 1:
                         dbelow[rev[valid_rev], np.nonzero(valid_rev)[1]] += dx[valid_rev]
             dcur = dbelow
         if dx0 is not None:
