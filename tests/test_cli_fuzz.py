@@ -27,7 +27,7 @@ TEXT = "the quick brown fox jumps over the lazy dog.\n" * 40
 OPTIONS = {
     "train": ["--steps", "--hidden", "--batch", "--bptt", "--optimizer", "--lr", "--clip", "--dtype",
               "--seed", "--save-every", "--sample-every", "--sample-len", "--temperature", "--threads",
-              "--encoding", "--save", "--resume", "--text", "--plot", "--layers", "--cell"],
+              "--encoding", "--save", "--resume", "--text", "--plot"],
     "memprofile": ["--T", "--batch", "--hidden", "--vocab", "--intervals", "--checkpoint", "--dtype",
                    "--backend", "--repeat", "--seed", "--json"],
     "bench": ["--sizes", "--dtype", "--backend", "--impls", "--min-time", "--rounds", "--timeout",
