@@ -183,3 +183,49 @@ def test_stacked_unidirectional_mask_with_holes(cell):
     """A unidirectional stacked model runs through masked steps, like one layer."""
     for backend in BACKENDS[cell]:
         check(cell, "tanh", 2, 1, backend, mask="holes", seed=3)
+
+
+def _torch_truncated(params, cell, L, x, y, h0, c0, k):
+    """BPTT(k; k) in PyTorch: the stacked module over chunks of k steps, every layer's h (and c)
+    detached at each chunk's start; returns the loss and every gradient under fastbptt's keys."""
+    rnn, head, _ = fastbptt.to_torch(params, cell=cell, num_layers=L)
+    h0t = torch.tensor(h0, requires_grad=True)
+    c0t = torch.tensor(c0, requires_grad=True) if c0 is not None else None
+    state = (h0t, c0t) if c0 is not None else h0t
+    total = 0
+    for s in range(0, x.shape[0], k):
+        out, state = rnn(torch.from_numpy(x[s:s + k]), state)
+        o = head(out).reshape(-1, head.out_features)
+        total = total + nn.functional.cross_entropy(o, torch.from_numpy(y[s:s + k].reshape(-1)),
+                                                    reduction="sum")
+        state = tuple(t.detach() for t in state) if c0 is not None else state.detach()
+    total.backward()
+    H = h0.shape[-1]
+    grads = {"V": head.weight.grad.numpy(), "c": head.bias.grad.numpy(), "h0": h0t.grad.numpy()}
+    if c0 is not None:
+        grads["c0"] = c0t.grad.numpy()
+    for layer in range(L):
+        sfx = f"_l{layer}"
+        grads[key("U", layer, 0)] = getattr(rnn, "weight_ih" + sfx).grad.numpy()
+        grads[key("W", layer, 0)] = getattr(rnn, "weight_hh" + sfx).grad.numpy()
+        grads[key("b", layer, 0)] = getattr(rnn, "bias_ih" + sfx).grad.numpy()
+        if cell == "gru":
+            grads[key("bn", layer, 0)] = getattr(rnn, "bias_hh" + sfx).grad.numpy()[2 * H:]
+    return float(total.detach()), grads
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("L,k", [(2, 3), (3, 4)])
+def test_stacked_truncation_matches_torch_detach(cell, L, k):
+    """truncate=k of a stacked one-way model is PyTorch with detach() of every layer's state
+    (h and c) at chunk boundaries, for every gradient, on every backend that runs it."""
+    params, x, y, _, h0, c0 = make_case(cell, L, 1, T=10, seed=11 + L)
+    want_loss, want = _torch_truncated(params, cell, L, x, y, h0, c0, k)
+    state = (h0, c0) if c0 is not None else h0
+    for backend in BACKENDS[cell]:
+        lo, grads, _ = fastbptt.loss_and_grad(params, x, y, state, cell=cell, num_layers=L,
+                                              truncate=k, backend=backend)
+        np.testing.assert_allclose(lo, want_loss, err_msg=backend, **tol.TORCH_LAYERS64)
+        assert sorted(grads) == sorted(want)
+        for n, g in want.items():
+            np.testing.assert_allclose(grads[n], g, err_msg=f"{backend} {n}", **tol.TORCH_LAYERS64)
