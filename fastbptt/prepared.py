@@ -149,15 +149,14 @@ class _Prepared:
         self._n_out = p.n_out
         # the h0 forms the fast path takes: None, [B, H] (each cell) or (h, c) for the LSTM
         self._hsig = ((p.B, H), dt)
-        e2, e1, ei = np.empty((0, 0), dt), np.empty(0, dt), np.empty(0, np.int64)
-        self._e2, self._e1, self._ei = e2, e1, ei
+        e1, ei = np.empty(0, dt), np.empty(0, np.int64)
+        self._e1, self._ei = e1, ei
         self._zeros = np.zeros((p.B, cell.S * H), dt)     # read only by the kernel
         self._weights = np.ascontiguousarray(p.weights.reshape(-1))
         self._gshapes = {"U": (p.n_in, GH) if self._in_kind == 1 else (GH, p.n_in),
                          "W": (GH, H), "b": (GH,), "V": (p.n_out, H), "c": (p.n_out,)}
         self._has_bn = p.bn is not None
-        self._head = (cell_tag(cell), cell.split, cell.K, cell.D, xblocks_of(cell), cell.bn_col,
-                      self._in_kind)
+        self._head = (cell_tag(cell), cell.split, cell.K, cell.D, xblocks_of(cell), cell.bn_col)
         self._act = p.act
         # the kernel's workspace, allocated once; a call made while another thread is inside
         # this function (the kernel releases the GIL) gets its own
@@ -184,19 +183,21 @@ class _Prepared:
         dt = self._dtype
         g = {k: np.empty(s, dt) for k, s in self._gshapes.items()}
         g["bn"] = np.empty(self._H, dt) if self._has_bn else self._e1
-        g["E"] = np.empty(self._psig["E"][0], dt) if self._in_kind == 2 else self._e2
+        g["E"] = np.empty(self._psig["E"][0], dt) if self._in_kind == 2 else None
         g["h0"] = np.empty_like(self._zeros)
         return g
 
     def _args(self, U, W, b, bn, Vm, c, E, x, ids, tgt, yrows, state0, g, ws):
         R = self._R
-        e2, e1, ei = self._e2, self._e1, self._ei
-        k = self._in_kind
+        e1 = self._e1
+        k, lk = self._in_kind, self._loss_kind
+        # unused inputs and targets are None, as fused_loss_and_grad passes them: the kernel
+        # compiled for this input kind and loss only
         return (*self._head,
-                x.reshape(R, -1) if k == 0 else e2, ids.reshape(R) if k else ei,
-                E if k == 2 else e2, U, W, b, bn if self._has_bn else e1, Vm, c, state0,
-                self._loss_kind, tgt.reshape(R) if self._loss_kind == 0 else ei,
-                yrows.reshape(R, -1) if self._loss_kind else e2, self._weights, self._act,
+                x.reshape(R, -1) if k == 0 else None, ids.reshape(R) if k else None,
+                E if k == 2 else None, U, W, b, bn if self._has_bn else e1, Vm, c, state0,
+                tgt.reshape(R) if lk == 0 else None, yrows.reshape(R, -1) if lk == 1 else None,
+                yrows.reshape(R, -1) if lk == 2 else None, self._weights, self._act,
                 self._threads_now(), ws, g["U"], g["W"], g["b"], g["bn"], g["V"], g["c"], g["E"],
                 g["h0"], g["last"])      # g["last"]: h_last, fresh every call
 

@@ -4,11 +4,15 @@ Input projection, recurrence, fused softmax/cross-entropy (or MSE) head, backwar
 and weight gradients run in :func:`fused_full_bptt`, every product through :func:`gemm`
 (BLAS from compiled code). Why one call: at min-char-rnn's size (T=25, B=1, H=100) the
 arithmetic takes tens of microseconds, less than the Python overhead of scheduling a dozen
-NumPy calls. The time loops are :mod:`fastbptt.cpu.steps`'; the cell is a small integer.
+NumPy calls. The time loops are :mod:`fastbptt.cpu.steps`'. The cell (its tag's type), the
+input kind and the loss (which arguments are None) are compile-time choices, so a call
+compiles only the code it runs.
 """
 from __future__ import annotations
 
 import numpy as np
+from numba import types
+from numba.extending import overload
 
 from .._jit import njit
 from .blas import LP64_MAX, gemm, gemm_scratch, register_blas, restore_threads, threads_now
@@ -19,44 +23,127 @@ from .steps import (backward_step, cell_tag, forward_step, input_delta, input_gr
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
 
 
+# Input kinds and losses are compile-time choices: which arguments are None is part of the
+# signature, and the overloads below pick their implementation from the argument types when
+# the caller compiles, so a call compiles only its input kind's and its loss's code. (Numba's
+# dead-branch pruning resolves ``x is None`` only for None-typed arguments, never for an
+# array, so ``if`` on None would still compile the other kinds' branches.)
+
+def _none(t):
+    return isinstance(t, types.NoneType)
+
+
 @njit(**_JIT)
-def project(in_kind, x, ids, E, U, b, pre, xe, sc, fs):
-    """pre [R, G·H] = x Uᵀ + b for every row: one product (float or embedded inputs), or the
-    column of U each one-hot id selects. Embedded rows are gathered into xe [R, I] first."""
+def _project_rows(x, U, b, pre, sc, fs):
+    """pre [R, G·H] = x [R, I] Uᵀ + b."""
     R, GH = pre.shape
-    if in_kind == 1:
-        for r in range(R):
-            i = ids[r]
-            for j in range(GH):
-                pre[r, j] = U[j, i] + b[j]
-        return
     for r in range(R):
         for j in range(GH):
             pre[r, j] = b[j]
-    if in_kind == 0:
-        gemm(x, 0, U, 1, pre, 1.0, sc, fs)
-    else:
-        for r in range(R):
-            src = E[ids[r]]
-            for j in range(xe.shape[1]):
-                xe[r, j] = src[j]
-        gemm(xe, 0, U, 1, pre, 1.0, sc, fs)
+    gemm(x, 0, U, 1, pre, 1.0, sc, fs)
 
 
 @njit(**_JIT)
-def head_rows(loss_kind, h2, V, c, tgt, yrows, w, o, gV, gc, dhe, sc, fs):
-    """Logits of rows h2 [R, H], the loss, gV/gc (written) and dhe [R, H] = ∂L/∂h."""
+def _project_onehot(ids, U, b, pre):
+    """pre [R, G·H] = the column of U each one-hot id selects, plus b."""
+    R, GH = pre.shape
+    for r in range(R):
+        i = ids[r]
+        for j in range(GH):
+            pre[r, j] = U[j, i] + b[j]
+
+
+@njit(**_JIT)
+def _project_embed(ids, E, U, b, pre, xe, sc, fs):
+    """Embedded rows gathered into xe [R, I] = E[ids], then pre = xe Uᵀ + b."""
+    for r in range(xe.shape[0]):
+        src = E[ids[r]]
+        for j in range(xe.shape[1]):
+            xe[r, j] = src[j]
+    _project_rows(xe, U, b, pre, sc, fs)
+
+
+def project(x, ids, E, U, b, pre, xe, sc, fs):
+    """pre [R, G·H] = x Uᵀ + b for every row: float rows x (ids, E None), one-hot ids (x, E
+    None) or ids into E (x None; the rows are gathered into xe [R, I] first)."""
+
+
+@overload(project, inline="always")
+def _project(x, ids, E, U, b, pre, xe, sc, fs):
+    if not _none(x):
+        def impl(x, ids, E, U, b, pre, xe, sc, fs):
+            _project_rows(x, U, b, pre, sc, fs)
+    elif _none(E):
+        def impl(x, ids, E, U, b, pre, xe, sc, fs):
+            _project_onehot(ids, U, b, pre)
+    else:
+        def impl(x, ids, E, U, b, pre, xe, sc, fs):
+            _project_embed(ids, E, U, b, pre, xe, sc, fs)
+    return impl
+
+
+def input_side_grads(xblocks, delta, x, ids, E, xe, U, gU, gb, gE, sc, fs):
+    """gU, gb (and for embedded ids gE) from the deltas [R, D·H]; the kind as in
+    :func:`project`. One-hot ids write gU transposed [I, G·H]."""
+
+
+@njit(**_JIT)
+def _embed_grads(xblocks, delta, ids, xe, U, gU, gb, gE, sc, fs):
+    input_grads(xblocks, delta, xe, gU, gb, 0.0, sc, fs)
+    dx = xe                                                 # E[ids] is dead: δU goes there
+    input_delta(xblocks, delta, U, dx, sc, fs)
+    gE[:] = 0
+    for r in range(dx.shape[0]):
+        row = gE[ids[r]]
+        for j in range(dx.shape[1]):
+            row[j] += dx[r, j]
+
+
+@overload(input_side_grads, inline="always")
+def _input_side_grads(xblocks, delta, x, ids, E, xe, U, gU, gb, gE, sc, fs):
+    if not _none(x):
+        def impl(xblocks, delta, x, ids, E, xe, U, gU, gb, gE, sc, fs):
+            input_grads(xblocks, delta, x, gU, gb, 0.0, sc, fs)
+    elif _none(E):
+        def impl(xblocks, delta, x, ids, E, xe, U, gU, gb, gE, sc, fs):
+            onehot_grads(xblocks, delta, ids, gU, gb, 0.0)
+    else:
+        def impl(xblocks, delta, x, ids, E, xe, U, gU, gb, gE, sc, fs):
+            _embed_grads(xblocks, delta, ids, xe, U, gU, gb, gE, sc, fs)
+    return impl
+
+
+def head_loss(o, tgt, yprob, ymse, w):
+    """The loss of logits o [R, O] against the one target that is not None: class ids tgt
+    [R], probability rows yprob [R, O] or MSE targets ymse [R, O]; o becomes w·∂ℓ/∂o."""
+
+
+@overload(head_loss, inline="always")
+def _head_loss(o, tgt, yprob, ymse, w):
+    if not _none(tgt):
+        def impl(o, tgt, yprob, ymse, w):
+            return softmax_xent_ids(o, tgt, w)
+    elif not _none(yprob):
+        def impl(o, tgt, yprob, ymse, w):
+            return softmax_xent_probs(o, yprob, w)
+    else:
+        def impl(o, tgt, yprob, ymse, w):
+            return mse_rows(o, ymse, w)
+    return impl
+
+
+@njit(**_JIT)
+def head_rows(h2, V, c, tgt, yprob, ymse, w, o, gV, gc, dhe, sc, fs):
+    """Logits of rows h2 [R, H], the loss, gV/gc (written) and dhe [R, H] = ∂L/∂h.
+
+    The loss is the one target that is not None (:func:`head_loss`).
+    """
     R = h2.shape[0]
     for r in range(R):
         for k in range(o.shape[1]):
             o[r, k] = c[k]
     gemm(h2, 0, V, 1, o, 1.0, sc, fs)                           # [R, O]
-    if loss_kind == 0:
-        loss = softmax_xent_ids(o, tgt, w)
-    elif loss_kind == 1:
-        loss = softmax_xent_probs(o, yrows, w)
-    else:
-        loss = mse_rows(o, yrows, w)
+    loss = head_loss(o, tgt, yprob, ymse, w)
     gemm(o, 1, h2, 0, gV, 0.0, sc, fs)
     gc[:] = 0
     for r in range(R):
@@ -89,19 +176,26 @@ def workspace_layout(T, B, G, D, K, H, O, I, split, embed):
 
 
 @njit(**_JIT)
-def fused_full_bptt(tag, split, K, D, xblocks, bn_col, in_kind, x, ids, E, U, W, b, bn, V, c,
-                    state0, loss_kind, tgt, yrows, w, act, nthreads, ws,
+def fused_full_bptt(tag, split, K, D, xblocks, bn_col, x, ids, E, U, W, b, bn, V, c,
+                    state0, tgt, yprob, ymse, w, act, nthreads, ws,
                     gU, gW, gb, gbn, gV, gc, gE, gstate0, last_state):
     """Loss and every gradient of full BPTT in one call (no mask, every step carries loss).
 
-    in_kind 0: float inputs x [R, I];  1: one-hot ids [R] (gU is written transposed,
-    [I, G·H]);  2: ids looked up in E [vocab, I].  R = T·B rows, time-major.
-    loss_kind 0: cross-entropy with class ids tgt [R];  1: cross-entropy with probability
-    rows yrows [R, O];  2: mse against yrows.   w [R]: each row's loss weight.
+    Inputs: float rows x [R, I] (ids, E, gE None); one-hot ids [R] (x, E, gE None; gU is
+    written transposed, [I, G·H]); or ids looked up in E [vocab, I] (x None). R = T·B rows,
+    time-major. Loss: cross-entropy with class ids tgt [R], cross-entropy with probability
+    rows yprob [R, O], or mse against ymse [R, O]; the two unused targets are None.
+    w [R]: each row's loss weight.
     state0 [B, S·H] in; gstate0 and last_state [B, S·H] out. ws: the workspace, at least
     :func:`workspace_layout`'s size (one allocation per call: several made page faults a
-    large part of the small size's time). Arrays an input kind does not use are passed
-    empty. Gradients are written, not added. Returns the loss (float64 sum).
+    large part of the small size's time). Gradients are written, not added. Returns the loss
+    (float64 sum).
+
+    Which arguments are None is part of the signature, and :func:`project`,
+    :func:`head_loss` and :func:`input_side_grads` pick their code from it when this kernel
+    compiles: a call compiles only its input kind's and its loss's code
+    (one compiled specialisation per cell, dtype, input kind and loss used). The cell is the
+    tag's element type (:func:`fastbptt.cpu.steps.cell_tag`).
     """
     B = state0.shape[0]
     SH = state0.shape[1]
@@ -112,14 +206,14 @@ def fused_full_bptt(tag, split, K, D, xblocks, bn_col, in_kind, x, ids, E, U, W,
     O = V.shape[0]
     sc, fs = gemm_scratch(nthreads, W)
     I = U.shape[1]
-    lay = workspace_layout(T, B, G, D, K, H, O, I, split, in_kind == 2)
+    ni = 0 if E is None else R                                  # embedded rows xe [R, I]
+    lay = workspace_layout(T, B, G, D, K, H, O, I, split, ni > 0)
     pre = ws[lay[1]:lay[1] + R * GH].reshape(R, GH)
     rows = ws[lay[2]:lay[2] + (T + 1) * B * K * H].reshape((T + 1) * B, K * H)
     o = ws[lay[3]:lay[3] + R * O].reshape(R, O)
     rec = ws[lay[4]:lay[4] + (B * GH if split else 0)].reshape(B if split else 0, GH)
-    ni = R if in_kind == 2 else 0
     xe = ws[lay[5]:lay[5] + ni * I].reshape(ni, I)
-    project(in_kind, x, ids, E, U, b, pre, xe, sc, fs)
+    project(x, ids, E, U, b, pre, xe, sc, fs)
     # rows: step t's state row in rows t·B .. t·B+B-1, the initial state first
     for r in range(B):
         for j in range(SH):
@@ -133,7 +227,7 @@ def fused_full_bptt(tag, split, K, D, xblocks, bn_col, in_kind, x, ids, E, U, W,
     # head over every step at once; ∂L/∂h lands in the deltas' rows (pre is dead by now)
     delta = ws[lay[1]:lay[1] + R * D * H].reshape(R, D * H)
     dhe = delta[:, :H]
-    loss = head_rows(loss_kind, rows[B:, :H], V, c, tgt, yrows, w, o, gV, gc, dhe, sc, fs)
+    loss = head_rows(rows[B:, :H], V, c, tgt, yprob, ymse, w, o, gV, gc, dhe, sc, fs)
     # backward: delta row block t is read (dhe) before the step writes it
     dstate = gstate0
     dstate[:] = 0
@@ -146,19 +240,7 @@ def fused_full_bptt(tag, split, K, D, xblocks, bn_col, in_kind, x, ids, E, U, W,
                       dstate, W, act, sc, fs)
     # weight gradients: products over all T·B rows
     recurrent_grads(delta, rows[:R, :H], gW, gbn, bn_col, 0.0, sc, fs)
-    if in_kind == 0:
-        input_grads(xblocks, delta, x, gU, gb, 0.0, sc, fs)
-    elif in_kind == 1:
-        onehot_grads(xblocks, delta, ids, gU, gb, 0.0)
-    else:
-        input_grads(xblocks, delta, xe, gU, gb, 0.0, sc, fs)
-        dx = xe                                                 # E[ids] is dead: δU goes there
-        input_delta(xblocks, delta, U, dx, sc, fs)
-        gE[:] = 0
-        for r in range(R):
-            row = gE[ids[r]]
-            for j in range(I):
-                row[j] += dx[r, j]
+    input_side_grads(xblocks, delta, x, ids, E, xe, U, gU, gb, gE, sc, fs)
     restore_threads(sc)
     return loss
 
@@ -238,24 +320,26 @@ def fused_loss_and_grad(p):
     dt = p.dtype
     cell = p.cell
     H, GH, R = p.H, p.cell.G * p.H, p.T * p.B
-    e2 = np.empty((0, 0), dt)
     e1 = np.empty(0, dt)
-    ei = np.empty(0, np.int64)
+    # unused inputs and targets are None: each call compiles only its own kinds' code
     if p.x is not None:
-        in_kind, x, ids, E = 0, p.x.reshape(R, p.n_in), ei, e2
+        in_kind, x, ids, E = 0, p.x.reshape(R, p.n_in), None, None
     elif p.E is None:
-        in_kind, x, ids, E = 1, e2, p.ids.reshape(R), e2
+        in_kind, x, ids, E = 1, None, p.ids.reshape(R), None
     else:
-        in_kind, x, ids, E = 2, e2, p.ids.reshape(R), p.E
+        in_kind, x, ids, E = 2, None, p.ids.reshape(R), p.E
+    tgt = yprob = ymse = None
     if p.tgt_ids is not None:
-        loss_kind, tgt, yrows = 0, p.tgt_ids.reshape(R), e2
+        tgt = p.tgt_ids.reshape(R)
+    elif p.loss == "mse":
+        ymse = p.y_rows
     else:
-        loss_kind, tgt, yrows = (2 if p.loss == "mse" else 1), ei, p.y_rows
+        yprob = p.y_rows
     g = {"U": np.empty((p.n_in, GH) if in_kind == 1 else (GH, p.n_in), dt),
          "W": np.empty((GH, H), dt), "b": np.empty(GH, dt),
          "V": np.empty((p.n_out, H), dt), "c": np.empty(p.n_out, dt)}
     gbn = np.empty(H, dt) if p.bn is not None else e1
-    gE = np.empty(p.E.shape, dt) if in_kind == 2 else e2
+    gE = np.empty(p.E.shape, dt) if in_kind == 2 else None
     lay = workspace_layout(p.T, p.B, cell.G, cell.D, cell.K, H, p.n_out, p.n_in, cell.split,
                            in_kind == 2)
     ws = workspace(int(lay[0]), dt)
@@ -263,8 +347,8 @@ def fused_loss_and_grad(p):
     gstate0 = np.empty_like(state0)
     last_state = np.empty_like(state0)
     loss = fused_full_bptt(cell_tag(cell), cell.split, cell.K, cell.D, xblocks_of(cell), cell.bn_col,
-                           in_kind, x, ids, E, p.U, p.W, p.b, p.bn if p.bn is not None else e1,
-                           p.V, p.c, state0, loss_kind, tgt, yrows, p.weights.reshape(-1),
+                           x, ids, E, p.U, p.W, p.b, p.bn if p.bn is not None else e1,
+                           p.V, p.c, state0, tgt, yprob, ymse, p.weights.reshape(-1),
                            p.act, threads_now(), ws, g["U"], g["W"], g["b"], gbn, g["V"], g["c"], gE,
                            gstate0, last_state)
     if in_kind == 1:

@@ -44,7 +44,7 @@ def cell_backward(tag, dstate, cur, prev, delta, H, act):
     """The cell's pointwise backward (chosen when the caller compiles)."""
 
 
-@overload(cell_forward)
+@overload(cell_forward, inline="always")
 def _cell_forward(tag, pre, rec, prev, cur, bn, H, act):
     kernel = _KERNELS[_BY_TYPE[tag.dtype]][1]
 
@@ -53,7 +53,7 @@ def _cell_forward(tag, pre, rec, prev, cur, bn, H, act):
     return impl
 
 
-@overload(cell_backward)
+@overload(cell_backward, inline="always")
 def _cell_backward(tag, dstate, cur, prev, delta, H, act):
     kernel = _KERNELS[_BY_TYPE[tag.dtype]][2]
 
