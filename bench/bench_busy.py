@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import signal
 import statistics
 import subprocess
@@ -31,6 +30,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)          # measure this tree's fastbptt, not an installed one
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/_cli.py, also when loaded by path
+from _cli import finish, parse_list, start  # noqa: E402
 SIZES = ("minchar", "small", "medium")
 NEIGHBOURS = {
     "none": None,
@@ -134,14 +135,6 @@ def format_table(rows):
     return "\n".join(lines)
 
 
-def _list(ap, name, text, allowed):
-    vals = [v.strip() for v in text.split(",") if v.strip()]
-    bad = [v for v in vals if v not in allowed]
-    if bad or not vals:
-        ap.error(f"--{name}: expected a comma-separated subset of {', '.join(allowed)}; got {text!r}")
-    return vals
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default=",".join(SIZES))
@@ -155,22 +148,17 @@ def main(argv=None):
         print(json.dumps(child(args.child.split(","), args.min_time)))
         return 0
     from fastbptt.bench import SIZES as ALL
-    sizes = _list(ap, "sizes", args.sizes, tuple(ALL))
-    neighbours = _list(ap, "neighbours", args.neighbours, tuple(NEIGHBOURS))
+    sizes = parse_list(ap, "sizes", args.sizes, tuple(ALL))
+    neighbours = parse_list(ap, "neighbours", args.neighbours, tuple(NEIGHBOURS))
     if args.rounds < 1:
         ap.error(f"--rounds must be >= 1; got {args.rounds}")
     if not args.min_time > 0:
         ap.error(f"--min-time must be > 0; got {args.min_time}")
-    from fastbptt.cli import measurement_metadata
-    meta = measurement_metadata("python bench/bench_busy.py " + shlex.join(sys.argv[1:] if argv is None else argv))
+    meta = start("bench_busy.py", argv)
     rows = measure(sizes, neighbours, args.rounds, args.min_time)
-    res = dict(meta=measurement_metadata(meta["command"], meta), settings=list(SETTINGS),
-               neighbours={k: v for k, v in NEIGHBOURS.items() if k in neighbours}, rows=rows)
-    print(format_table(rows))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(res, f, indent=1)
-    return 0
+    res = dict(settings=list(SETTINGS), neighbours={k: v for k, v in NEIGHBOURS.items() if k in neighbours},
+               rows=rows)
+    return finish(res, meta, format_table(rows), args.json)
 
 
 if __name__ == "__main__":

@@ -20,15 +20,14 @@ table gives each path's median and its ratio to ``full``; the target is at most 
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
 import statistics
 import sys
-import time
 
 import os
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this tree's fastbptt
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/_cli.py, also when loaded by path
+from _cli import finish, parse_list, start  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -53,13 +52,8 @@ def path_kwargs(path, T, k, K):
 
 
 def _median_call(fn, min_time, min_reps=3, max_reps=2000):
-    times = []
-    start = time.perf_counter()
-    while len(times) < max_reps and (len(times) < min_reps or time.perf_counter() - start < min_time):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    from fastbptt.bench import timed_calls
+    return statistics.median(timed_calls(fn, min_time, min_reps, max_reps))
 
 
 def measure(cells, sizes, paths, k, K, rounds, min_time):
@@ -102,14 +96,6 @@ def format_table(rows, paths):
     return "\n".join(lines)
 
 
-def _list(ap, name, text, allowed):
-    vals = [v.strip() for v in text.split(",") if v.strip()]
-    bad = [v for v in vals if v not in allowed]
-    if bad or not vals:
-        ap.error(f"--{name}: expected a comma-separated subset of {', '.join(allowed)}; got {text!r}")
-    return vals
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cells", default=",".join(CELLS))
@@ -122,9 +108,9 @@ def main(argv=None):
     ap.add_argument("--json", metavar="FILE.json")
     args = ap.parse_args(argv)
     from fastbptt.bench import SIZES as ALL
-    cells = _list(ap, "cells", args.cells, CELLS)
-    sizes = _list(ap, "sizes", args.sizes, tuple(ALL))
-    paths = _list(ap, "paths", args.paths, PATHS)
+    cells = parse_list(ap, "cells", args.cells, CELLS)
+    sizes = parse_list(ap, "sizes", args.sizes, tuple(ALL))
+    paths = parse_list(ap, "paths", args.paths, PATHS)
     if "full" not in paths:
         paths.insert(0, "full")                   # the ratios' denominator
     for name in ("k", "K", "rounds"):
@@ -132,16 +118,11 @@ def main(argv=None):
             ap.error(f"--{name} must be >= 1; got {getattr(args, name)}")
     if not args.min_time > 0:
         ap.error(f"--min-time must be > 0; got {args.min_time}")
-    from fastbptt.cli import measurement_metadata
-    meta = measurement_metadata("python bench/bench_paths.py " + shlex.join(sys.argv[1:] if argv is None else argv))
+    meta = start("bench_paths.py", argv)
     rows = measure(cells, sizes, paths, args.k, args.K, args.rounds, args.min_time)
-    res = dict(meta=measurement_metadata(meta["command"], meta), dtype="float32", k=args.k, K=args.K,
-               paths=paths, target="ratio <= 1.25 (checkpoint: plus one forward pass)", rows=rows)
-    print(format_table(rows, paths))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(res, f, indent=1)
-    return 0
+    res = dict(dtype="float32", k=args.k, K=args.K, paths=paths,
+               target="ratio <= 1.25 (checkpoint: plus one forward pass)", rows=rows)
+    return finish(res, meta, format_table(rows, paths), args.json)
 
 
 if __name__ == "__main__":

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import shlex
 import statistics
 import sys
 import time
@@ -33,12 +31,13 @@ import time
 import os
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this tree's fastbptt
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/_cli.py, also when loaded by path
+from _cli import finish, start  # noqa: E402
 
 import numpy as np  # noqa: E402
 
 from fastbptt import api  # noqa: E402
 from fastbptt import train as tr  # noqa: E402
-from fastbptt.cli import measurement_metadata  # noqa: E402
 from fastbptt.stream import TBPTTStream  # noqa: E402
 
 CELLS = ("rnn", "lstm", "gru")
@@ -192,7 +191,7 @@ def format_table(res):
                      f"{r[r['torch_best']]['chars_per_s'] / 1e3:,.0f} k | {r['ratio']:.2f}x |")
         if "fastbptt_breakdown_share" in r:
             sh = r["fastbptt_breakdown_share"]
-            lines.append(f"|  | step: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in sh.items())
+            lines.append("|  | step: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in sh.items())
                          + " | | | |")
     return "\n".join(lines)
 
@@ -216,14 +215,9 @@ def main(argv=None):
     for name in ("rounds", "steps", "warmup"):
         if getattr(args, name) < 1:
             ap.error(f"--{name} must be >= 1; got {getattr(args, name)}")
-    meta = measurement_metadata("python bench/bench_train.py " + shlex.join(sys.argv[1:] if argv is None else argv))
+    meta = start("bench_train.py", argv)
     res = measure(cells, args.rounds, args.steps, args.warmup, args.max_chars, breakdown=args.breakdown)
-    res["meta"] = measurement_metadata(meta["command"], meta)
-    print(format_table(res))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(res, f, indent=1)
-    return 0
+    return finish(res, meta, format_table(res), args.json)
 
 
 if __name__ == "__main__":

@@ -106,13 +106,19 @@ def _timeit(fn, min_time, min_reps, max_reps):
     fn()
     first = time.perf_counter() - t0
     fn()                                    # warm-up, untimed
+    return first, timed_calls(fn, min_time, min_reps, max_reps)
+
+
+def timed_calls(fn, min_time, min_reps, max_reps):
+    """Seconds of each call of ``fn()``: at least min_reps calls and min_time seconds, at most
+    max_reps calls."""
     times = []
     start = time.perf_counter()
     while len(times) < max_reps and (len(times) < min_reps or time.perf_counter() - start < min_time):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return first, times
+    return times
 
 
 def _fn_fastbptt(size, dtype, backend, cell="rnn", layers=1, bidirectional=False):
