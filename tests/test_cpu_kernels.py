@@ -224,8 +224,6 @@ def test_default_blas_is_scipy_openblas():
 # --------------------------------------------------------------------------- fastbptt bench
 def test_bench_cli_smoke(tmp_path):
     """`fastbptt bench` runs children, tabulates, writes JSON; a missing peer is a note."""
-    import json
-
     from fastbptt import bench, cli
     res = bench.run_bench(["minchar"], impls=("fastbptt", "reference"), min_time=0.05,
                           roofline=False, log=lambda s: None)

@@ -11,7 +11,6 @@ there) and by replacing the package's ``__pycache__`` with a regular file.
 from __future__ import annotations
 
 import shutil
-import sys
 
 import numba
 import pytest

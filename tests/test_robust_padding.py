@@ -8,7 +8,6 @@ vocabulary such as PyTorch's ignore index -100) must give that same answer on ev
 """
 from __future__ import annotations
 
-import itertools
 
 import numpy as np
 import pytest

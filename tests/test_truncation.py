@@ -8,7 +8,6 @@ chunks (``truncate=k``) the gradients are also compared with PyTorch, where the 
 """
 from __future__ import annotations
 
-import itertools
 
 import numpy as np
 import pytest
