@@ -22,6 +22,15 @@ def _cpu_fused_eligible(p):
     return fused_eligible(p)
 
 
+def _cpu_solve(p):
+    """One CPU call: full BPTT without a mask in one compiled call, the rest on the engine."""
+    if _cpu_fused_eligible(p):
+        from .cpu import fused_loss_and_grad
+        return fused_loss_and_grad(p)
+    from . import engine
+    return engine.run(p, _backend_ops("cpu", p))
+
+
 def _backend_ops(backend, p):
     if backend == "cpu":
         from .cpu import CpuOps
@@ -231,14 +240,14 @@ def loss_and_grad(params: Mapping[str, ArrayLike], inputs: ArrayLike, targets: A
         raise TypeError(f"check_finite must be a bool; got {check_finite!r}")
     if backend == "numpy":
         out = reference.loss_and_grad(p)
-    elif backend == "cpu" and _cpu_fused_eligible(p):
-        from .cpu import fused_loss_and_grad       # full BPTT, no mask: one compiled call
-        check_fits(p, fused=True)                  # compiled code must not be where memory runs out
-        out = fused_loss_and_grad(p)
+    elif backend == "cpu":
+        # compiled code must not be where memory runs out
+        check_fits(p, fused=_cpu_fused_eligible(p))
+        from .cpu.parallel import parts_of, run_parts
+        n = parts_of(p)
+        out = _cpu_solve(p) if n == 1 else run_parts(p, _cpu_solve, n)
     else:
         from . import engine
-        if backend == "cpu":
-            check_fits(p, fused=False)
         out = engine.run(p, _backend_ops(backend, p))
     out = present(p.cell, p.H, *out)
     if check_finite:

@@ -15,7 +15,7 @@ Layer 0 reads ``n_in`` features; layer l ≥ 1 reads the D·H outputs of layer l
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -273,9 +273,43 @@ def loss_and_grad(params, inputs, targets, h0=None, *, cell="rnn", activation="t
     if backend == "numpy":
         from . import reference_stack
         value, grads, last = reference_stack.loss_and_grad(p, st)
-    else:   # "cpu", or "cuda": the same schedule over the CUDA layer calls
+    elif backend == "cpu":
+        from .cpu import parallel
+        n = parallel.parts_of(p)          # layer 0's problem: truncation/checkpoint run whole
+        if n > 1:
+            n = parallel.parts_for(p.T, p.B, p.cell.G, st.H, p.n_in, p.V.shape[0], st.L * st.D)
+        if n == 1:
+            value, grads, last = _cpu_loss_and_grad(p, st)
+        else:   # the batch's rows across the cores, as for one layer (fastbptt.cpu.parallel)
+            subs = [(parallel.rows_of(p, lo, hi), _stack_rows(st, lo, hi))
+                    for lo, hi in parallel.bounds(p.B, n)]
+            outs = parallel.side_by_side([lambda a=a: _cpu_loss_and_grad(*a) for a in subs])
+            value, grads, last = parallel.combine(outs, state_axis=1, states=("h0", "c0"))
+    else:   # "cuda": the same schedule over the CUDA layer calls
         value, grads, last = _cpu_loss_and_grad(p, st, backend)
     return value, grads, last if p.cell.S == 2 else last[0]
+
+
+def _stack_rows(st, lo, hi):
+    """The Stack with every initial state cut to the sequences lo .. hi-1."""
+    return replace(st, state0=[[tuple(np.ascontiguousarray(a[lo:hi]) for a in s) for s in layer]
+                               for layer in st.state0])
+
+
+def _directions(tasks, backend):
+    """Run a bidirectional layer's two directions (callables), side by side on the CPU.
+
+    The directions are independent within a layer, so on two free cores each runs on its
+    own with single-threaded products (:func:`fastbptt.cpu.parallel.side_by_side`), instead
+    of both in turn with each product split across the cores; a busy machine runs them in
+    turn, with the same single-threaded products, so the result never depends on the load.
+    """
+    if backend != "cpu" or len(tasks) == 1:
+        return [t() for t in tasks]
+    from .cpu import blas, parallel
+    if blas.NTHREADS < 2:
+        return [t() for t in tasks]
+    return parallel.side_by_side(tasks)
 
 
 def collect(weight_grads, dV, dc, dE, dstate0, finals):
@@ -412,7 +446,8 @@ def _cpu_loss_and_grad(p, st, backend="cpu"):
     x = x0
     for layer in range(L):
         out = np.zeros((T, B, D * H), dtype=p.dtype)
-        for d in range(D):
+
+        def forward_direction(d, layer=layer, x=x, out=out):
             w = st.weights[layer][d]
             xd = x if d == 0 else x[::-1] if flip else x[rev, cols]
             state, ends, run = st.state0[layer][d], {0: st.state0[layer][d]}, []
@@ -430,14 +465,18 @@ def _cpu_loss_and_grad(p, st, backend="cpu"):
                     out[:, :, H:] = hs[::-1]
                 else:
                     out[rev[valid_rev], np.nonzero(valid_rev)[1], H:] = hs[valid_rev]
-            runs.append((xd, run))
             # the state at each sequence's last valid step (forward) or after step 0 (reverse)
             if p.cell.S == 2:
-                finals.append(tuple(np.stack([ends[int(v) + 1][j][b] for b, v in enumerate(p.last)])
-                                    for j in range(len(state))))
+                final = tuple(np.stack([ends[int(v) + 1][j][b] for b, v in enumerate(p.last)])
+                              for j in range(len(state)))
             else:
                 h0 = st.state0[layer][d][0]
-                finals.append((np.where((p.last >= 0)[:, None], hs[np.maximum(p.last, 0), cols], h0),))
+                final = (np.where((p.last >= 0)[:, None], hs[np.maximum(p.last, 0), cols], h0),)
+            return (xd, run), final
+
+        for run, final in _directions([lambda d=d: forward_direction(d) for d in range(D)], backend):
+            runs.append(run)
+            finals.append(final)
         outs.append(out)
         x = out
 
@@ -456,7 +495,8 @@ def _cpu_loss_and_grad(p, st, backend="cpu"):
         for layer in range(L - 1, -1, -1):
             width = (outs[layer - 1] if layer else x0).shape[2]
             dbelow = np.zeros((s1 - lo, B, width), p.dtype) if layer or dx0 is not None else None
-            for d in range(D):
+
+            def backward_direction(d, layer=layer, dcur=dcur, dbelow=dbelow, s1=s1, lo=lo):
                 xd, run = runs[layer * D + d]
                 w = st.weights[layer][d]
                 dh = dcur[:, :, d * H:(d + 1) * H]
@@ -480,11 +520,14 @@ def _cpu_loss_and_grad(p, st, backend="cpu"):
                 if lo == 0:
                     for acc, v in zip(dstate0[layer][d], carry):
                         acc += v
-                if dbelow is not None:
-                    if d == 1 and flip:
-                        dbelow += dx[::-1]
-                    elif d == 1:
-                        dbelow[rev[valid_rev], np.nonzero(valid_rev)[1]] += dx[valid_rev]
+                return dx
+
+            dxs = _directions([lambda d=d: backward_direction(d) for d in range(D)], backend)
+            if dbelow is not None and D == 2:         # the forward direction wrote dbelow
+                if flip:
+                    dbelow += dxs[1][::-1]
+                else:
+                    dbelow[rev[valid_rev], np.nonzero(valid_rev)[1]] += dxs[1][valid_rev]
             dcur = dbelow
         if dx0 is not None:
             dx0[lo:s1] += dcur

@@ -66,8 +66,11 @@ def make_loss_and_grad(params: Mapping[str, ArrayLike], inputs: ArrayLike, targe
         NumPy arrays of the template's shapes and dtypes (ids: the template's integer dtype,
         the LSTM's ``h0``: the template's kind, tuple or array), and options the single
         compiled call handles (``backend="cpu"``, one layer, no ``mask``, ``truncate`` or
-        ``checkpoint``, time-major). Any other argument, or other options, run through
-        :func:`fastbptt.loss_and_grad` unchanged, with its checks and errors.
+        ``checkpoint``, time-major) at a size that does not split its batch across the
+        cores (:mod:`fastbptt.cpu.parallel`: such calls take milliseconds, and the prepared
+        call's saving is microseconds). Any other argument, or other options, or a bigger
+        size, run through :func:`fastbptt.loss_and_grad` unchanged, with its checks and
+        errors.
 
     Examples
     --------
@@ -92,7 +95,10 @@ def make_loss_and_grad(params: Mapping[str, ArrayLike], inputs: ArrayLike, targe
                                  opts.get("loss", "cross_entropy"), opts.get("reduction", "sum"),
                                  None, False, "cpu", None, None, cell=opts.get("cell", "rnn"))
     from .cpu import fused_eligible
-    if not fused_eligible(p) or p.many_to_one:
+    from .cpu.parallel import parts_of
+    # a call big enough to split its batch across the cores runs for milliseconds: the
+    # microseconds a prepared call saves do not matter there, and the plain call splits
+    if not fused_eligible(p) or p.many_to_one or parts_of(p) > 1:
         return _Plain(opts)
     check_fits(p, fused=True)
     return _Prepared(p, params, inputs, targets, h0, opts, bool(check_finite), bool(reuse_grads))

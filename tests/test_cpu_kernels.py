@@ -187,6 +187,34 @@ def test_gemm_all_transposes(dtype):
                                    atol=1e-5 if dtype == np.float32 else 1e-13)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gemm_few_rows_strided(dtype):
+    """Up to blas._GEMV_ROWS rows run as one ?gemv per row: every transpose, beta and row
+    stride (operands are column slices of wider arrays, as a state row [B, K·H] is read),
+    and the first row count past the threshold, which takes ?gemm."""
+    cpu.register_blas()
+    rng = np.random.default_rng(1)
+    sc, fs = cpu.gemm_scratch(2, np.empty(0, dtype))
+
+    def strided(shape):
+        wide = rng.standard_normal((shape[0], shape[1] + 5)).astype(dtype)
+        return wide[:, :shape[1]]
+
+    rows = (1, 2, cpu.blas._GEMV_ROWS, cpu.blas._GEMV_ROWS + 1)
+    for m, ta, tb, beta in itertools.product(rows, (0, 1), (0, 1), (0.0, 1.0, -0.5)):
+        n, k = 13, 11
+        A = strided((k, m) if ta else (m, k))
+        Bm = strided((n, k) if tb else (k, n))
+        C = strided((m, n))
+        pad = C.base[:, n:].copy()
+        want = (A.T if ta else A) @ (Bm.T if tb else Bm) + beta * C
+        cpu.gemm(A, ta, Bm, tb, C, beta, sc, fs)
+        cpu.restore_threads(sc)
+        np.testing.assert_allclose(C, want, rtol=1e-5 if dtype == np.float32 else 1e-13,
+                                   atol=1e-5 if dtype == np.float32 else 1e-13)
+        np.testing.assert_array_equal(C.base[:, n:], pad)     # nothing written past a row
+
+
 def _mkl_installed():
     import importlib.metadata as md
     try:

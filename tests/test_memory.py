@@ -11,15 +11,36 @@ import pytest
 import fastbptt
 from fastbptt import memory as M
 from fastbptt.cli import main as cli_main
+from fastbptt.cpu import blas, parallel
 from tolerances import ESTIMATE_SMALL_REL
 
 
-def measured(T, B, H, V, cell="rnn", **kw):
+def measured(T, B, H, V, cell="rnn", side_by_side=True, **kw):
+    """Peak bytes of one call. A call that splits its batch (fastbptt.cpu.parallel) runs
+    its parts side by side, the case the estimate bounds, unless side_by_side is False."""
     params, x, y = M.make_problem(T, B, H, V, seed=1, cell=cell)
     kw["cell"] = cell
     fastbptt.loss_and_grad(params, x[:4], y[:4], **kw)       # compile / load kernels first
-    _, peak, _ = M.measure_peak(lambda: fastbptt.loss_and_grad(params, x, y, **kw))
+    real = blas.threads_now
+    blas.threads_now = (lambda clock=None: blas.NTHREADS) if side_by_side else (lambda clock=None: 1)
+    try:
+        _, peak, _ = M.measure_peak(lambda: fastbptt.loss_and_grad(params, x, y, **kw))
+    finally:
+        blas.threads_now = real
     return peak
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_estimate_bounds_a_split_call_run_in_turn(cell, monkeypatch):
+    """On a busy machine a split call's parts run one after another: less than the bound."""
+    monkeypatch.setattr(blas, "NTHREADS", 2)
+    T, B, H, V = 400, 16, 64, 48
+    assert parallel.parts_for(T, B, 4 if cell == "lstm" else 1, H, V, V) == 2
+    est = M.estimate(T, B, V, H, V, cell=cell)
+    assert est.components["batch_split"] > 0
+    side = measured(T, B, H, V, cell=cell)
+    turn = measured(T, B, H, V, cell=cell, side_by_side=False)
+    assert turn <= est.total and abs(est.total - side) <= ESTIMATE_SMALL_REL * side
 
 
 @pytest.mark.parametrize("kw", [dict(), dict(truncate=8), dict(truncate=32), dict(truncate=128),

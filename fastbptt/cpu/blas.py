@@ -21,9 +21,11 @@ _JIT = dict(cache=True, nogil=True, error_model="numpy")
 # used both and reached about 200 on the large size's 8192x1024x1024 products.
 # Symbols, unlike function-pointer constants, keep the kernel cacheable on disk: they are
 # resolved when the cached code is linked, so registration must precede the first call.
+import contextlib
 import ctypes as _ct
 import os as _os
 import sys as _sys
+import threading
 
 from numba import types as _nbt
 
@@ -57,7 +59,8 @@ def _scipy_gemm_addresses():
     get.argtypes = [_ct.py_object, _ct.c_char_p]
     caps = cython_blas.__pyx_capi__
     return tuple(get(caps[n], get_capsule_name(caps[n])) for n in ("sgemm", "dgemm")) + \
-        (_openblas_threads_local(),)
+        (_openblas_threads_local(),) + \
+        tuple(get(caps[n], get_capsule_name(caps[n])) for n in ("sgemv", "dgemv"))
 
 
 def _openblas_threads_local():
@@ -98,6 +101,8 @@ def register_blas():
         binding.add_symbol("fastbptt_sgemm_small", small[0])
         binding.add_symbol("fastbptt_dgemm_small", small[1])
         binding.add_symbol("fastbptt_threads_local", addrs[2])
+        binding.add_symbol("fastbptt_sgemv", small[3])
+        binding.add_symbol("fastbptt_dgemv", small[4])
         BLAS_NAME = name
     return BLAS_NAME
 
@@ -110,7 +115,17 @@ _dgemm = _nbt.ExternalFunction("fastbptt_dgemm", _nbt.void(*([_P] * 13)))
 _sgemm_small = _nbt.ExternalFunction("fastbptt_sgemm_small", _nbt.void(*([_P] * 13)))
 _dgemm_small = _nbt.ExternalFunction("fastbptt_dgemm_small", _nbt.void(*([_P] * 13)))
 _SMALL_GEMM = 1 << 16      # m·n·k below which a product counts as tiny
-# Threads: a product below _THREAD_MIN multiply-adds (about 3 ms on one core) runs on one
+# One-row products (every step's h Wᵀ and δ W at batch size 1, min-char-rnn's case) go to
+# ?gemv: ?gemm packs the whole of W into its panel layout on every call, and for one row that
+# copy costs more than the product (perf at min-char-rnn's size: 50% of the call's time in
+# sgemm_itcopy/incopy; 16 us a step with ?gemm, 1.5 us with ?gemv).
+_sgemv = _nbt.ExternalFunction("fastbptt_sgemv", _nbt.void(*([_P] * 11)))
+_dgemv = _nbt.ExternalFunction("fastbptt_dgemv", _nbt.void(*([_P] * 11)))
+# Up to this many rows, one ?gemv per row beats ?gemm's repacking of W (measured per call
+# at T 25: LSTM B 8, H 512: 29 against 63 ms; B 8, H 100: 1.7 against 2.5 ms; B 16-32 even
+# or worse, so they keep ?gemm).
+_GEMV_ROWS = 8
+# Threads: a product below THREAD_MIN multiply-adds (about 3 ms on one core) runs on one
 # thread; only the big all-rows products of the medium and large sizes use every core. Why:
 # a threaded product synchronises its threads, and when another process holds one of the two
 # cores that wait lasts a scheduler slice. Measured on this shared 2-vCPU machine with the
@@ -119,7 +134,7 @@ _SMALL_GEMM = 1 << 16      # m·n·k below which a product counts as tiny
 # second thread would save about a third of the per-step time at large.
 # The setting is the BLAS's thread-local one (OpenBLAS's openblas_set_num_threads_local or
 # MKL_Set_Num_Threads_Local), restored before the kernel returns.
-_THREAD_MIN = 1 << 24
+THREAD_MIN = 1 << 24
 _threads_local = _nbt.ExternalFunction("fastbptt_threads_local", _nbt.int32(_nbt.int32))
 
 
@@ -210,8 +225,27 @@ def _gemm_raw(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, beta, scratch, fscratch):
     fsz = fscratch.itemsize
     args = (s, s + 4, s + 8, s + 12, s + 16, f, b, s + 20, a, s + 24, f + fsz, c, s + 28)
     mnk = m * n * k
+    if m <= _GEMV_ROWS and mnk < THREAD_MIN:
+        # row i of C: y [n] = x op(B), x = row i of op(A) (a column of A, stride lda, when
+        # transposed). Row-major B [k, n] is column-major [n, k]: y = B_cm x ('N', n x k);
+        # row-major B [n, k] (tb) is column-major [k, n]: y = B_cmᵀ x ('T', k x n).
+        scratch[0] = 84 if tb else 78
+        scratch[2] = k if tb else n
+        scratch[3] = n if tb else k
+        scratch[5] = ldb
+        scratch[6] = lda if ta else 1     # incx
+        scratch[7] = 1                    # incy
+        isz = fsz
+        for i in range(m):
+            x = a + (i * isz if ta else i * lda * isz)
+            gargs = (s, s + 8, s + 12, f, b, s + 20, x, s + 24, f + fsz, c + i * ldc * isz, s + 28)
+            if fsz == 4:
+                _sgemv(*gargs)
+            else:
+                _dgemv(*gargs)
+        return
     if mnk >= _SMALL_GEMM:                      # tiny ones go to OpenBLAS, one thread anyway
-        want = 1 if mnk < _THREAD_MIN else scratch[8]
+        want = 1 if mnk < THREAD_MIN else scratch[8]
         if want != scratch[9]:
             prev = _threads_local(want)
             if scratch[9] == -1:
@@ -233,10 +267,12 @@ NTHREADS = _max_threads()
 _PINNED = any(_os.environ.get(v, "").split(",")[0].strip().isdigit()
               for v in ("FASTBPTT_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                         "OMP_NUM_THREADS"))
-# [when last looked, threads the big products may use, when a neighbour was last seen]
-_busy = [-1.0, NTHREADS, -1e9]
-_LOOK_EVERY = 0.25        # seconds between two readings of the run queue
+# [when last looked, threads the big products may use, when a neighbour was last seen,
+#  CPU seconds all processes had used then, CPU seconds this process had used then]
+_busy = [-1.0, NTHREADS, -1e9, 0.0, 0.0]
+_LOOK_EVERY = 0.25        # seconds between two readings
 _QUIET_FOR = 2.0          # seconds without a neighbour seen before the cores count as free
+_WINDOW_MAX = 1.0         # a CPU-time window longer than this is stale: read the run queue
 
 
 def _own_running():
@@ -251,6 +287,29 @@ def _own_running():
     return max(1, n)
 
 
+def _cpu_seconds():
+    """(CPU seconds every process has used, CPU seconds this process has used) since boot.
+
+    ``/proc/stat``'s busy time (user, nice, system, irq, softirq, steal: a hypervisor that
+    takes a core is a neighbour too) and ``os.times()`` of this process, all its threads.
+    (0, 0) where ``/proc/stat`` cannot be read: no neighbour is ever seen then.
+    """
+    try:
+        with open("/proc/stat") as f:
+            v = f.readline().split()[1:9]
+        busy = (int(v[0]) + int(v[1]) + int(v[2]) + int(v[5]) + int(v[6]) + int(v[7])) / _HZ
+    except (OSError, ValueError, IndexError):
+        return 0.0, 0.0
+    t = _os.times()
+    return busy, t.user + t.system
+
+
+try:
+    _HZ = float(_os.sysconf("SC_CLK_TCK"))
+except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
+    _HZ = 100.0
+
+
 def _others_running():
     """Runnable tasks of other processes now (``/proc/loadavg``'s running field less ours)."""
     try:
@@ -261,22 +320,55 @@ def _others_running():
         return 0
 
 
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def single_threaded():
+    """Within this block, in this thread, every product runs on one thread.
+
+    A row block of :mod:`fastbptt.cpu.parallel` runs in it: the parts already use the cores.
+    """
+    prev = getattr(_local, "single", False)
+    _local.single = True
+    try:
+        yield
+    finally:
+        _local.single = prev
+
+
+def in_single_threaded() -> bool:
+    """Whether this thread is inside :func:`single_threaded`."""
+    return getattr(_local, "single", False)
+
+
 def threads_now(clock=None):
-    """Threads for this call's big products: the cores no other runnable task is using.
+    """Threads for this call's big products: the cores no other process is using.
 
     A threaded product waits for all of its threads at its end; when another process holds
     one of the cores, that wait lasts a scheduler slice and the call collapses (measured
     10x slower at the small size with one core busy, 20x with two threads forced next to
-    other work). So the runnable tasks of *other* processes are counted (``/proc/loadavg``'s
-    running field less this process's running threads: the BLAS's own worker threads spin
-    for a while after a threaded product and must not count as a neighbour; re-read at
-    most every 0.25 s), and the big products get only the cores left free. One reading is
-    a snapshot that misses a neighbour between its bursts, and the costs are lopsided (a
-    collapse is 10-20x, one thread too few at most 1.5x), so once a neighbour is seen the
-    cores count as free again only after 2 s in which none was seen. An explicit thread
-    count in the environment (``FASTBPTT_NUM_THREADS``, ``OMP_NUM_THREADS``, ...) is
-    followed as it is.
+    other work). So the cores other processes use are measured, and the big products get
+    only the cores left free:
+
+    * From CPU time, over the window since the last reading (at most every 0.25 s): the
+      busy time of every core less this process's own CPU time, per second. That integrates
+      over the window, so it sees a neighbour that runs in bursts, and it never counts this
+      process's own threads (the BLAS's workers spin for a while after a threaded product).
+    * With no reading in the last second (the first call, calls far apart) a snapshot of
+      the run queue (``/proc/loadavg``'s running tasks less this process's running threads)
+      stands in. A snapshot alone was wrong: on an idle machine it saw a phantom neighbour
+      in about 2% of readings, and back-to-back medium calls then ran on one thread a third
+      of the time, 1.7x slower.
+
+    The costs are lopsided (a collapse is 10-20x, one thread too few at most 1.7x), so once
+    a neighbour is seen the cores count as free again only after 2 s in which none was
+    seen. An explicit thread count in the environment (``FASTBPTT_NUM_THREADS``,
+    ``OMP_NUM_THREADS``, ...) is followed as it is, and a row block of
+    :mod:`fastbptt.cpu.parallel` (:func:`single_threaded`) always gets one thread.
     """
+    if in_single_threaded():
+        return 1
     if NTHREADS == 1 or _PINNED:
         return NTHREADS
     if clock is None:
@@ -284,11 +376,15 @@ def threads_now(clock=None):
         clock = time.monotonic
     now = clock()
     if now - _busy[0] > _LOOK_EVERY:
-        others = _others_running()
+        busy, own = _cpu_seconds()
+        if now - _busy[0] <= _WINDOW_MAX:
+            others = int(((busy - _busy[3]) - (own - _busy[4])) / (now - _busy[0]) + 0.5)
+        else:
+            others = _others_running()
         if others > 0:
             _busy[2] = now
             _busy[1] = max(1, NTHREADS - others)
         elif now - _busy[2] >= _QUIET_FOR:
             _busy[1] = NTHREADS
-        _busy[0] = now
+        _busy[0], _busy[3], _busy[4] = now, busy, own
     return _busy[1]

@@ -1,0 +1,172 @@
+"""Batch rows across the cores: one single-threaded compiled call per block of rows.
+
+The sequences of a batch are independent until the loss and the weight gradients sum over
+them. So a CPU call splits its batch into a few row blocks ("parts"), runs each part as an
+ordinary call (fused or engine) on its own core with single-threaded products, and adds the
+parts' losses and weight gradients; states and ∂L/∂h0 are the parts' rows side by side.
+
+Why: the time loops make two ``[B, H] × [H, G·H]`` products per step. At the small and
+``fastbptt train`` sizes they are too small to thread (a threaded product synchronises its
+threads at every step, and waits a scheduler slice for a busy core), so one core idled
+through the time loops. A part synchronises once, at its end.
+
+Results never depend on the load: the parts follow from the shapes and the core count
+(:data:`fastbptt.cpu.blas.NTHREADS`) only, and are added in a fixed order, so a call gives
+the same bits idle or busy. What the load changes is only *where* the parts run: when
+another process holds cores (:func:`~fastbptt.cpu.blas.threads_now`), they run one after
+another in the calling thread.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
+import numpy as np
+
+from . import blas
+
+# A part needs enough rows for its products to stay efficient, and a call enough work to
+# pay for handing parts to threads (about 20-50 us). MIN_WORK counts one step's multiply-adds
+# times the steps: T·B·G·H·(H + n_in + n_out). min-char-rnn's calls (B = 1) never split;
+# `fastbptt train`'s step (T 32, B 32, H 128, 96 classes) does.
+MIN_ROWS = 8
+MIN_WORK = 1 << 22
+
+
+def parts_of(p) -> int:
+    """How many row blocks the validated problem ``p`` runs as (1: not split).
+
+    Truncated and checkpointed calls trade time for memory, and run whole: a split adds
+    copies of the parts' inputs and gradients (:func:`fastbptt.memory.estimate` counts them).
+    """
+    if p.truncate is not None or p.checkpoint is not None:
+        return 1
+    return parts_for(p.T, p.B, p.cell.G, p.H, p.n_in, p.n_out)
+
+
+def parts_for(T, B, G, H, n_in, n_out, layers=1) -> int:
+    """:func:`parts_of` from the sizes (a stack: ``layers`` layers of width about H).
+
+    Only calls whose per-step products run on one thread split (below
+    :data:`~fastbptt.cpu.blas.THREAD_MIN` multiply-adds): bigger ones already use every
+    core, and splitting them measured slower (medium, LSTM: 715 against 608 ms).
+    """
+    n = min(blas.NTHREADS, B // MIN_ROWS)
+    if n < 2 or B * G * H * H >= blas.THREAD_MIN:
+        return 1
+    work = T * B * G * H * (H + n_in + n_out) * layers
+    return n if work >= MIN_WORK else 1
+
+
+def bounds(B: int, n: int) -> list[tuple[int, int]]:
+    """n row blocks [lo, hi) of nearly equal size covering range(B), in order."""
+    q, r = divmod(B, n)
+    out, lo = [], 0
+    for i in range(n):
+        hi = lo + q + (i < r)
+        out.append((lo, hi))
+        lo = hi
+    return out
+
+
+def rows_of(p, lo: int, hi: int):
+    """The problem ``p`` restricted to the sequences lo .. hi-1 (a new Problem, own arrays).
+
+    The loss weights were normalised over the whole batch when ``p`` was validated, so the
+    parts' losses and gradients add up to the whole's.
+    """
+    C = np.ascontiguousarray
+    nb = hi - lo
+    if p.y_rows is None:
+        y_rows, y_map = None, None
+    elif p.y_map is None:          # per-step rows, row t·B + b
+        y_rows = C(p.y_rows.reshape(p.T, p.B, -1)[:, lo:hi]).reshape(p.T * nb, -1)
+        y_map = None
+    else:                          # many-to-one rows [B, n_out], step (t, b) reads row b
+        y_rows = C(p.y_rows[lo:hi])
+        y_map = np.broadcast_to(np.arange(nb, dtype=np.int64), (p.T, nb))
+    last = C(p.last[lo:hi])
+    weights = C(p.weights[:, lo:hi])
+    return replace(
+        p, B=nb,
+        x=None if p.x is None else C(p.x[:, lo:hi]),
+        ids=None if p.ids is None else C(p.ids[:, lo:hi]),
+        h0=C(p.h0[lo:hi]), c0=None if p.c0 is None else C(p.c0[lo:hi]),
+        tgt_ids=None if p.tgt_ids is None else C(p.tgt_ids[:, lo:hi]),
+        y_rows=y_rows, y_map=y_map, weights=weights,
+        dense=bool(np.all(weights != 0)), last=last,
+        masked=bool(np.any(last != p.T - 1)), extra=dict(p.extra))
+
+
+def combine(outs, state_axis=0, states=("h0",)):
+    """Add the parts' (loss, grads, last_state) in order.
+
+    The gradients named in ``states`` and the final state(s) (an array or a tuple of them)
+    are the parts' rows side by side along ``state_axis``.
+    """
+    loss = 0.0
+    for o in outs:
+        loss += o[0]
+    grads = {}
+    for k, g in outs[0][1].items():
+        if k in states:
+            grads[k] = np.concatenate([o[1][k] for o in outs], axis=state_axis)
+        else:
+            acc = g.copy()
+            for o in outs[1:]:
+                acc += o[1][k]
+            grads[k] = acc
+    if isinstance(outs[0][2], tuple):
+        last = tuple(np.concatenate([o[2][j] for o in outs], axis=state_axis)
+                     for j in range(len(outs[0][2])))
+    else:
+        last = np.concatenate([o[2] for o in outs], axis=state_axis)
+    return loss, grads, last
+
+
+_pool = None
+_pool_lock = threading.Lock()
+
+
+def _reset_pool():
+    global _pool
+    _pool = None             # a forked child has none of the parent's threads
+
+
+os.register_at_fork(after_in_child=_reset_pool)
+
+
+def _executor():
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=max(1, blas.NTHREADS - 1),
+                                       thread_name_prefix="fastbptt-part")
+        return _pool
+
+
+def side_by_side(tasks):
+    """Run the callables ``tasks``, each with single-threaded products; their results in order.
+
+    The first runs in the calling thread and the others on the pool's threads when the cores
+    are free (:func:`~fastbptt.cpu.blas.threads_now`), else all in turn in the calling
+    thread: the same arithmetic either way, so the same bits. Called from inside a task (a
+    row block's bidirectional layer), the tasks run in turn: the cores are taken already.
+    """
+    def one(f):
+        with blas.single_threaded():
+            return f()
+
+    # never from inside a task: a pool thread waiting on the pool could wait for ever
+    if len(tasks) > 1 and not blas.in_single_threaded() and blas.threads_now() >= len(tasks):
+        futs = [_executor().submit(one, f) for f in tasks[1:]]
+        return [one(tasks[0])] + [f.result() for f in futs]
+    return [one(f) for f in tasks]
+
+
+def run_parts(p, solve, n: int):
+    """``solve`` (a problem -> (loss, grads, last_state) function) over n row blocks of p."""
+    subs = [rows_of(p, lo, hi) for lo, hi in bounds(p.B, n)]
+    return combine(side_by_side([lambda q=q: solve(q) for q in subs]))
