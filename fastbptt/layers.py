@@ -383,13 +383,20 @@ def _head(p, top, V, c, t0=0):
     ``top`` holds the steps ``t0 .. t0 + n - 1`` (all T by default).
     """
     from .cpu import mse_rows, softmax_xent_ids, softmax_xent_probs
+    from .cpu.blas import gemm, gemm_scratch, register_blas, restore_threads, threads_now
 
     T, B, F = top.shape
     w = p.weights[t0:t0 + T].reshape(-1)
     rows = np.flatnonzero(w)
     g = rows + t0 * B                                         # rows of the whole [T·B] problem
     h = top.reshape(T * B, F)[rows]                           # [R, D·H]
-    o = h @ V.T + c                                           # [R, n_out], becomes w·∂ℓ/∂o
+    # the products go to the layers' BLAS: NumPy's own OpenBLAS would leave a second pool of
+    # spinning threads next to the directions that run after the head
+    register_blas()
+    sc, fs = gemm_scratch(threads_now(), V)
+    o = np.empty((len(rows), V.shape[0]), p.dtype)
+    o[...] = c
+    gemm(h, 0, V, 1, o, 1.0, sc, fs)                          # [R, n_out], becomes w·∂ℓ/∂o
     wr = np.ascontiguousarray(w[rows])
     if p.tgt_ids is not None:
         loss = softmax_xent_ids(o, np.ascontiguousarray(p.tgt_ids.reshape(-1)[g]), wr)
@@ -398,8 +405,13 @@ def _head(p, top, V, c, t0=0):
         y = np.ascontiguousarray(y)
         loss = mse_rows(o, y, wr) if p.loss == "mse" else softmax_xent_probs(o, y, wr)
     dtop = np.zeros_like(top)
-    dtop.reshape(T * B, F)[rows] = o @ V
-    return float(loss), o.T @ h, o.sum(axis=0), dtop
+    dh = np.empty((len(rows), F), p.dtype)
+    gemm(o, 0, V, 0, dh, 0.0, sc, fs)
+    dtop.reshape(T * B, F)[rows] = dh
+    dV = np.empty_like(V)
+    gemm(o, 1, h, 0, dV, 0.0, sc, fs)
+    restore_threads(sc)
+    return float(loss), dV, o.sum(axis=0), dtop
 
 
 def _cpu_loss_and_grad(p, st, backend="cpu"):

@@ -172,6 +172,11 @@ def estimate(T: int, B: int, n_in: int, n_hidden: int, n_out: int, *,
         if inputs == "embed":
             comp["embedded_inputs"] = R * I * it                   # E[ids], then δ U
         comp["h_last"] = B * SH * it
+        # a workspace of 32 MiB or more is allocated 2 MiB longer, to align it for huge pages
+        # (fastbptt.cpu.fused.workspace); each part of a split call has its own
+        from .cpu.fused import _ADVISE_MIN, _HUGE
+        part_ws = sum(v for k, v in comp.items() if k != "h_last") // n_parts
+        comp["alignment"] = n_parts * (_HUGE if part_ws >= _ADVISE_MIN else 64)
         comp.update(fixed)
         comp["weight_copies"] = 0
         return _finish(comp, phase)

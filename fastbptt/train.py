@@ -119,7 +119,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
       help="write a summary (the loss of every step, times, the final sample) as JSON")
     a("--threads", type=_int_at_least(1), default=1,
       help="BLAS threads (default 1: the products here are small, and extra threads only "
-      "contend on a busy machine; needs threadpoolctl, else the BLAS default is kept)")
+      "contend on a busy machine; needs threadpoolctl, else the BLAS default is kept). The "
+      "batch's rows still run in one block per core, each on one BLAS thread; "
+      "FASTBPTT_NUM_THREADS=1 keeps everything on one core")
     a("--no-progress", action="store_true", help="no progress bar")
     a("--workers", type=_int_at_least(1), default=None,
       help="train data-parallel on a local Dask cluster of N worker processes (needs fastbptt[dask])")

@@ -337,6 +337,19 @@ def paths_figure(js):
     return "\n".join(out)
 
 
+@renderer("revisions")
+def revisions(js):
+    """``python bench/compare_revisions.py --json``: an older revision and this tree, side by side."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("compare_revisions", ROOT / "bench" / "compare_revisions.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return "\n".join([mod.markdown(js), "", "Each tree in its own processes on an empty Numba cache, "
+                      "phase by phase (base first); `loss_and_grad` float32 medians; the adapter "
+                      "row float64 against the gist's `lossFun`, one BLAS thread.", "",
+                      provenance(js["meta"])])
+
+
 # --------------------------------------------------------------------------- README
 def render(name, paths):
     """The Markdown of figure ``name`` from the JSON files at ``paths`` (relative to the repo)."""

@@ -6,7 +6,8 @@ policy), :mod:`~fastbptt.cpu.activations` (each activation written once),
 pointwise kernels), :mod:`~fastbptt.cpu.steps` (the cell-agnostic time loops and weight
 gradients), :mod:`~fastbptt.cpu.heads` (softmax/cross-entropy/MSE, id gathers),
 :mod:`~fastbptt.cpu.fused` (full BPTT in one compiled call), :mod:`~fastbptt.cpu.ops`
-(:class:`CpuOps`, what the engine schedules) and :mod:`~fastbptt.cpu.layer` (the layer API).
+(:class:`CpuOps`, what the engine schedules), :mod:`~fastbptt.cpu.layer` (the layer API)
+and :mod:`~fastbptt.cpu.parallel` (a call's batch rows across the cores).
 
 Kernels are module-level ``@njit(cache=True, nogil=True)`` functions over caller-owned
 arrays: nothing is compiled at import, compiled code is cached on disk, and the cell and the
