@@ -12,6 +12,13 @@ Numba's ``cache=True`` has two failure modes that would otherwise break the pack
 compiles without caching (one :class:`CacheWarning` per process naming ``NUMBA_CACHE_DIR``);
 a cache file that cannot be read is treated as a miss, deleted, and rewritten after the
 kernel compiles.
+
+A third, silent one: Numba checks a cached kernel against its *own* source file only, while
+a kernel's machine code includes every kernel it calls from other files. After an edit to
+``cpu/blas.py``, the fused kernel in ``cpu/fused.py`` would load from the cache with the old
+``gemm`` inside. So every fastbptt kernel is stamped with :func:`package_stamp`, the
+modification times and sizes of all the package's source files: any change to any of them
+recompiles every kernel on its next use.
 """
 from __future__ import annotations
 
@@ -73,6 +80,32 @@ class _TolerantCache:
                 pass            # the kernel works uncached
 
 
+_stamp = None
+
+
+def package_stamp(root=None):
+    """(newest modification time in ns, a hash of every file's name, mtime and size) over
+    the ``.py`` files of the package (``root``: its folder; default this package's)."""
+    global _stamp
+    if root is None and _stamp is not None:
+        return _stamp
+    import hashlib
+    base = root or os.path.dirname(os.path.abspath(__file__))
+    h = hashlib.sha1()
+    newest = 0
+    for d, dirs, files in os.walk(base):
+        dirs[:] = sorted(x for x in dirs if x != "__pycache__")
+        for f in sorted(files):
+            if f.endswith(".py"):
+                st = os.stat(os.path.join(d, f))
+                newest = max(newest, st.st_mtime_ns)
+                h.update(f"{os.path.relpath(os.path.join(d, f), base)}:{st.st_mtime_ns}:{st.st_size};".encode())
+    stamp = (newest, h.hexdigest())
+    if root is None:
+        _stamp = stamp
+    return stamp
+
+
 def njit(*args, **options):
     """``numba.njit`` with a cache that degrades to no caching instead of raising."""
     if args and callable(args[0]) and len(args) == 1:
@@ -91,6 +124,9 @@ def njit(*args, **options):
             _warn_uncached(exc)
             return numba.njit(**dict(options, cache=False))(fn)
         if getattr(disp, "_cache", None) is not None:
+            cache_file = getattr(disp._cache, "_cache_file", None)
+            if cache_file is not None and hasattr(cache_file, "_source_stamp"):
+                cache_file._source_stamp = package_stamp()
             disp._cache = _TolerantCache(disp._cache)
         return disp
 

@@ -111,18 +111,49 @@ def test_corrupt_cache_files_are_recompiled_and_rewritten(tmp_path):
     assert "data loaded" in third.stdout, explain(third)
 
 
+LOSS_CHILD = """
+import numpy as np, fastbptt
+p = fastbptt.init_params(3, 5, 4, dtype=np.float64, seed=0)
+ids = np.random.default_rng(0).integers(0, 3, (6, 2))
+print("LOSS", repr(fastbptt.loss_and_grad(p, ids, ids)[0]))
+"""
+
+
 @pytest.mark.slow
 def test_stale_cache_after_source_change(tmp_path, request):
-    """The cached kernels belong to an older cpu.py: they are ignored, not run."""
+    """An edit to a kernel's *dependency* in another file reaches the cached kernel.
+
+    The fused kernel (cpu/fused.py) calls gemm (cpu/blas.py). Numba alone checks a cached
+    kernel against its own file only, so after an edit to blas.py it would run the old gemm
+    from the cache. Here the edit doubles every product (alpha = 2): the loss must change.
+    """
     require_slow(request)
     site = _copy_package(tmp_path, read_only=False)
     env = {"NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")}
-    first = run_python(CHILD, pythonpath=site, cwd=tmp_path, env=env)
+    first = run_python(LOSS_CHILD, pythonpath=site, cwd=tmp_path, env=env)
     assert first.returncode == 0, explain(first)
-    cpu = site / "fastbptt" / "cpu.py"
-    cpu.write_text(cpu.read_text() + "\n# edited after the cache was written\n")
-    second = run_python(CHILD, pythonpath=site, cwd=tmp_path, env=env)
+    blas = site / "fastbptt" / "cpu" / "blas.py"
+    src = blas.read_text()
+    assert src.count("fscratch[0] = 1\n") == 1
+    blas.write_text(src.replace("fscratch[0] = 1\n", "fscratch[0] = 2\n"))
+    second = run_python(LOSS_CHILD, pythonpath=site, cwd=tmp_path, env=env)
     assert second.returncode == 0, explain(second)
+    loss = [r.stdout.split("LOSS")[1].strip() for r in (first, second)]
+    assert loss[0] != loss[1], "the cached fused kernel ran the old gemm"
+
+
+def test_every_kernel_is_stamped_with_the_whole_package(tmp_path):
+    from fastbptt import _jit
+    from fastbptt.cpu import blas, fused
+    for disp in (fused.fused_full_bptt, blas._gemm_raw):
+        assert disp._cache._cache_file._source_stamp == _jit.package_stamp()
+    pkg = tmp_path / "pkg"
+    shutil.copytree(ROOT / "fastbptt", pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    before = _jit.package_stamp(str(pkg))
+    assert _jit.package_stamp(str(pkg)) == before
+    f = pkg / "cpu" / "blas.py"
+    f.write_text(f.read_text() + "\n")
+    assert _jit.package_stamp(str(pkg)) != before
 
 
 def _all_dispatchers():
