@@ -28,8 +28,8 @@ import numpy as np
 from . import blas
 
 # A part needs enough rows for its products to stay efficient, and a call enough work to
-# pay for handing parts to threads (about 20-50 us). MIN_WORK counts one step's multiply-adds
-# times the steps: T·B·G·H·(H + n_in + n_out). min-char-rnn's calls (B = 1) never split;
+# pay for copying the parts' rows and handing them to a thread and back. MIN_WORK counts
+# one step's multiply-adds times the steps: T·B·G·H·(H + n_in + n_out). min-char-rnn's calls (B = 1) never split;
 # `fastbptt train`'s step (T 32, B 32, H 128, 96 classes) does.
 MIN_ROWS = 8
 MIN_WORK = 1 << 22
