@@ -53,31 +53,17 @@ def test_first_reading_is_a_run_queue_snapshot(machine):
     assert blas.threads_now(clock=machine.at(100.0 + blas._WINDOW_MAX + 5)) == 1
 
 
-def test_cpu_time_sees_a_neighbour_between_its_bursts(machine):
+@pytest.mark.parametrize("others,own,snapshot,threads", [
+    (0.9, 0.0, 0, 1),      # a core mostly busy over the window, not at the instant of reading
+    (2.0, 0.0, 0, 1),      # a 2-thread neighbour: never below one thread
+    (0.0, 2.0, 1, 2),      # our own threads (spinning BLAS workers too) are never a neighbour
+    (0.0, 0.0, 1, 2),      # a phantom in the run queue is not read while the window is fresh
+], ids=["bursty", "two-threads", "own-threads", "phantom-snapshot"])
+def test_a_fresh_window_is_read_from_cpu_time(machine, others, own, snapshot, threads):
     assert blas.threads_now(clock=machine.at(100.0)) == 2
-    machine.others = 0.9                            # a core mostly busy over the window ...
-    machine.snapshot = 0                            # ... but not at the instant of reading
-    assert blas.threads_now(clock=machine.at(100.3)) == 1
-
-
-def test_a_two_thread_neighbour_leaves_one_thread(machine):
-    assert blas.threads_now(clock=machine.at(100.0)) == 2
-    machine.others = 2.0
-    assert blas.threads_now(clock=machine.at(100.3)) == 1
-
-
-def test_own_cpu_time_is_never_a_neighbour(machine):
-    assert blas.threads_now(clock=machine.at(100.0)) == 2
-    machine.own = 2.0                               # our threads, spinning BLAS workers too
-    machine.snapshot = 1                            # a phantom in the run queue: not read
-    assert blas.threads_now(clock=machine.at(100.3)) == 2
-    assert blas.threads_now(clock=machine.at(100.6)) == 2
-
-
-def test_a_phantom_snapshot_is_not_read_while_the_window_is_fresh(machine):
-    assert blas.threads_now(clock=machine.at(100.0)) == 2
-    machine.snapshot = 1
-    assert blas.threads_now(clock=machine.at(100.3)) == 2
+    machine.others, machine.own, machine.snapshot = others, own, snapshot
+    assert blas.threads_now(clock=machine.at(100.3)) == threads
+    assert blas.threads_now(clock=machine.at(100.6)) == threads
 
 
 def test_a_stale_window_falls_back_to_the_snapshot(machine):
