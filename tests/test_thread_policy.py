@@ -36,7 +36,9 @@ def machine(monkeypatch):
     monkeypatch.setattr(blas, "NTHREADS", 2)
     monkeypatch.setattr(blas, "_PINNED", False)
     monkeypatch.setattr(blas, "_busy", [-1.0, 2, -1e9, 0.0, 0.0])
-    monkeypatch.setattr(blas, "_others_running", lambda: m.snapshot)
+    # a list: one reading each (a phantom in one of them); a number: every reading
+    monkeypatch.setattr(blas, "_others_running",
+                        lambda: m.snapshot.pop(0) if isinstance(m.snapshot, list) else m.snapshot)
     monkeypatch.setattr(blas, "_cpu_seconds", lambda: (m.busy_s, m.own_s))
     return m
 
@@ -70,6 +72,13 @@ def test_a_stale_window_falls_back_to_the_snapshot(machine):
     assert blas.threads_now(clock=machine.at(100.0)) == 2
     machine.snapshot = 1                            # long gap: the average would dilute
     assert blas.threads_now(clock=machine.at(100.0 + blas._WINDOW_MAX + 1)) == 1
+
+
+def test_a_phantom_in_one_of_two_snapshots_is_no_neighbour(machine):
+    machine.snapshot = [1, 0]
+    assert blas.threads_now(clock=machine.at(100.0)) == 2
+    machine.snapshot = [0, 1]
+    assert blas.threads_now(clock=machine.at(100.0 + blas._WINDOW_MAX + 1)) == 2
 
 
 def test_cores_free_again_only_after_a_quiet_spell(machine):

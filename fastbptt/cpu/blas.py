@@ -355,11 +355,12 @@ def threads_now(clock=None):
       busy time of every core less this process's own CPU time, per second. That integrates
       over the window, so it sees a neighbour that runs in bursts, and it never counts this
       process's own threads (the BLAS's workers spin for a while after a threaded product).
-    * With no reading in the last second (the first call, calls far apart) a snapshot of
-      the run queue (``/proc/loadavg``'s running tasks less this process's running threads)
-      stands in. A snapshot alone was wrong: on an idle machine it saw a phantom neighbour
-      in about 2% of readings, and back-to-back medium calls then ran on one thread a third
-      of the time, 1.7x slower.
+    * With no reading in the last second (the first call, calls far apart, calls that
+      take longer than that) a snapshot of the run queue (``/proc/loadavg``'s running tasks
+      less this process's running threads) stands in, the smaller of two taken one after
+      the other. One snapshot alone was wrong: on an idle machine it saw a phantom
+      neighbour in about 2% of readings, and back-to-back medium calls then ran on one
+      thread a third of the time, 1.7x slower.
 
     The costs are lopsided (a collapse is 10-20x, one thread too few at most 1.7x), so once
     a neighbour is seen the cores count as free again only after 2 s in which none was
@@ -379,8 +380,8 @@ def threads_now(clock=None):
         busy, own = _cpu_seconds()
         if now - _busy[0] <= _WINDOW_MAX:
             others = int(((busy - _busy[3]) - (own - _busy[4])) / (now - _busy[0]) + 0.5)
-        else:
-            others = _others_running()
+        else:                   # two snapshots: a phantom rarely shows in both
+            others = min(_others_running(), _others_running())
         if others > 0:
             _busy[2] = now
             _busy[1] = max(1, NTHREADS - others)
