@@ -84,23 +84,21 @@ _stamp = None
 
 
 def package_stamp(root=None):
-    """(newest modification time in ns, a hash of every file's name, mtime and size) over
-    the ``.py`` files of the package (``root``: its folder; default this package's)."""
+    """A hash of the name, modification time and size of every ``.py`` file of the package
+    (``root``: its folder; default this package's, computed once, about 1 ms)."""
     global _stamp
     if root is None and _stamp is not None:
         return _stamp
     import hashlib
     base = root or os.path.dirname(os.path.abspath(__file__))
     h = hashlib.sha1()
-    newest = 0
     for d, dirs, files in os.walk(base):
         dirs[:] = sorted(x for x in dirs if x != "__pycache__")
         for f in sorted(files):
             if f.endswith(".py"):
                 st = os.stat(os.path.join(d, f))
-                newest = max(newest, st.st_mtime_ns)
                 h.update(f"{os.path.relpath(os.path.join(d, f), base)}:{st.st_mtime_ns}:{st.st_size};".encode())
-    stamp = (newest, h.hexdigest())
+    stamp = h.hexdigest()
     if root is None:
         _stamp = stamp
     return stamp

@@ -243,9 +243,10 @@ def loss_and_grad(params: Mapping[str, ArrayLike], inputs: ArrayLike, targets: A
     elif backend == "cpu":
         # compiled code must not be where memory runs out
         check_fits(p, fused=_cpu_fused_eligible(p))
-        from .cpu.parallel import parts_of, run_parts
-        n = parts_of(p)
-        out = _cpu_solve(p) if n == 1 else run_parts(p, _cpu_solve, n)
+        from .cpu import parallel as parts
+        n = parts.parts_of(p)
+        out = _cpu_solve(p) if n == 1 else parts.run_parts(
+            p.B, n, lambda lo, hi: (parts.rows_of(p, lo, hi),), _cpu_solve)
     else:
         from . import engine
         out = engine.run(p, _backend_ops(backend, p))

@@ -275,16 +275,13 @@ def loss_and_grad(params, inputs, targets, h0=None, *, cell="rnn", activation="t
         value, grads, last = reference_stack.loss_and_grad(p, st)
     elif backend == "cpu":
         from .cpu import parallel
-        n = parallel.parts_of(p)          # layer 0's problem: truncation/checkpoint run whole
-        if n > 1:
-            n = parallel.parts_for(p.T, p.B, p.cell.G, st.H, p.n_in, p.V.shape[0], st.L * st.D)
+        n = parallel.parts_of(p, layers=st.L * st.D)
         if n == 1:
             value, grads, last = _cpu_loss_and_grad(p, st)
         else:   # the batch's rows across the cores, as for one layer (fastbptt.cpu.parallel)
-            subs = [(parallel.rows_of(p, lo, hi), _stack_rows(st, lo, hi))
-                    for lo, hi in parallel.bounds(p.B, n)]
-            outs = parallel.side_by_side([lambda a=a: _cpu_loss_and_grad(*a) for a in subs])
-            value, grads, last = parallel.combine(outs, state_axis=1, states=("h0", "c0"))
+            value, grads, last = parallel.run_parts(
+                p.B, n, lambda lo, hi: (parallel.rows_of(p, lo, hi), _stack_rows(st, lo, hi)),
+                _cpu_loss_and_grad, state_axis=1, states=("h0", "c0"))
     else:   # "cuda": the same schedule over the CUDA layer calls
         value, grads, last = _cpu_loss_and_grad(p, st, backend)
     return value, grads, last if p.cell.S == 2 else last[0]
@@ -306,9 +303,7 @@ def _directions(tasks, backend):
     """
     if backend != "cpu" or len(tasks) == 1:
         return [t() for t in tasks]
-    from .cpu import blas, parallel
-    if blas.NTHREADS < 2:
-        return [t() for t in tasks]
+    from .cpu import parallel
     return parallel.side_by_side(tasks)
 
 

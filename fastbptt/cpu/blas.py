@@ -235,10 +235,9 @@ def _gemm_raw(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, beta, scratch, fscratch):
         scratch[5] = ldb
         scratch[6] = lda if ta else 1     # incx
         scratch[7] = 1                    # incy
-        isz = fsz
         for i in range(m):
-            x = a + (i * isz if ta else i * lda * isz)
-            gargs = (s, s + 8, s + 12, f, b, s + 20, x, s + 24, f + fsz, c + i * ldc * isz, s + 28)
+            x = a + (i * fsz if ta else i * lda * fsz)
+            gargs = (s, s + 8, s + 12, f, b, s + 20, x, s + 24, f + fsz, c + i * ldc * fsz, s + 28)
             if fsz == 4:
                 _sgemv(*gargs)
             else:

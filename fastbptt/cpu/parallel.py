@@ -35,24 +35,23 @@ MIN_ROWS = 8
 MIN_WORK = 1 << 22
 
 
-def parts_of(p) -> int:
-    """How many row blocks the validated problem ``p`` runs as (1: not split).
+def parts_of(p, layers=1) -> int:
+    """How many row blocks the validated problem ``p`` runs as (1: not split); ``layers``:
+    the recurrent layers (and directions) of a stacked model whose layer 0 ``p`` is."""
+    return parts_for(p.T, p.B, p.cell.G, p.H, p.n_in, p.n_out, layers, p.truncate, p.checkpoint)
+
+
+def parts_for(T, B, G, H, n_in, n_out, layers=1, truncate=None, checkpoint=None) -> int:
+    """:func:`parts_of` from the sizes (a stack: ``layers`` layers of width about H).
 
     Truncated and checkpointed calls trade time for memory, and run whole: a split adds
     copies of the parts' inputs and gradients (:func:`fastbptt.memory.estimate` counts them).
-    """
-    if p.truncate is not None or p.checkpoint is not None:
-        return 1
-    return parts_for(p.T, p.B, p.cell.G, p.H, p.n_in, p.n_out)
-
-
-def parts_for(T, B, G, H, n_in, n_out, layers=1) -> int:
-    """:func:`parts_of` from the sizes (a stack: ``layers`` layers of width about H).
-
     Only calls whose per-step products run on one thread split (below
     :data:`~fastbptt.cpu.blas.THREAD_MIN` multiply-adds): bigger ones already use every
     core, and splitting them measured slower (medium, LSTM: 715 against 608 ms).
     """
+    if truncate is not None or checkpoint is not None:
+        return 1
     n = min(blas.NTHREADS, B // MIN_ROWS)
     if n < 2 or B * G * H * H >= blas.THREAD_MIN:
         return 1
@@ -166,7 +165,8 @@ def side_by_side(tasks):
     return [one(f) for f in tasks]
 
 
-def run_parts(p, solve, n: int):
-    """``solve`` (a problem -> (loss, grads, last_state) function) over n row blocks of p."""
-    subs = [rows_of(p, lo, hi) for lo, hi in bounds(p.B, n)]
-    return combine(side_by_side([lambda q=q: solve(q) for q in subs]))
+def run_parts(B, n: int, rows, solve, **combine_kw):
+    """``solve(*rows(lo, hi))`` (-> (loss, grads, last_state)) over n blocks of the B rows,
+    side by side, added up by :func:`combine` (``combine_kw``: its layout of the states)."""
+    subs = [rows(lo, hi) for lo, hi in bounds(B, n)]
+    return combine(side_by_side([lambda a=a: solve(*a) for a in subs]), **combine_kw)
