@@ -5,8 +5,10 @@ libraries, OpenMP runtimes and JIT compilers never share a process) and reports 
 wall time of repeated calls after a warm-up that sits outside the timed region:
 
 * ``fastbptt``   -- fastbptt's compiled backend (``--backend cpu``, or ``cuda``)
-* ``fastbptt-mkl`` -- the same on Intel MKL (``FASTBPTT_BLAS=mkl``), only when the optional
-  ``mkl`` package is installed
+* ``fastbptt-openblas`` -- the same with every product on SciPy's OpenBLAS
+  (``FASTBPTT_BLAS=openblas``): what ``fastbptt`` does without the optional ``mkl`` package
+* ``fastbptt-mkl`` -- the same with every product on Intel MKL (``FASTBPTT_BLAS=mkl``), only
+  when the optional ``mkl`` package is installed
 * ``reference``  -- fastbptt's NumPy reference (``backend="numpy"``), the oracle
 * ``torch``      -- PyTorch CPU: ``nn.RNN(nonlinearity="tanh")`` + ``nn.Linear`` +
   ``cross_entropy(reduction="sum")``, forward + ``backward()``, threads = cores available
@@ -43,7 +45,7 @@ SIZES = {  # name: (T, B, n_in, H, n_out, one-hot ids)
     "medium": (100, 64, 256, 512, 256, False),
     "large": (64, 128, 1024, 1024, 1024, False),
 }
-IMPLS = ("fastbptt", "fastbptt-mkl", "reference", "torch", "jax")
+IMPLS = ("fastbptt", "fastbptt-openblas", "fastbptt-mkl", "reference", "torch", "jax")
 # measured only when named in --impls: make_loss_and_grad's prepared call
 EXTRA_IMPLS = ("fastbptt-prepared",)
 ROOF = (8192, 1024, 1024)                 # sgemm [M, K] @ [K, N]
@@ -288,6 +290,7 @@ def _worker(argv):
         fl = 2 * ROOF[0] * ROOF[1] * ROOF[2]
     else:
         fn = {"fastbptt": _fn_fastbptt, "fastbptt-mkl": _fn_fastbptt,
+              "fastbptt-openblas": _fn_fastbptt,
               "fastbptt-prepared": _fn_prepared,
               "reference": _fn_reference, "torch": _fn_torch,
               "jax": _fn_jax}[impl](size, dtype, backend, cell,
@@ -324,8 +327,8 @@ def _run_child(impl, size, dtype, backend, min_time, timeout, cell="rnn", layers
     cmd = [sys.executable, "-c", "import sys; from fastbptt.bench import _worker; _worker(sys.argv[1:])",
            impl, size, dtype, backend, str(min_time), cell, str(layers), "1" if bidirectional else "0"]
     env = dict(os.environ)
-    if impl == "fastbptt-mkl":
-        env["FASTBPTT_BLAS"] = "mkl"
+    if impl in ("fastbptt-mkl", "fastbptt-openblas"):
+        env["FASTBPTT_BLAS"] = impl.split("-")[1]
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
@@ -404,6 +407,9 @@ def run_bench(sizes: list[str], dtype: str = "float32", backend: str = "cpu", im
         skip["jax"] = "JAX not installed (pip install jax jaxlib)"
     if "fastbptt-mkl" in impls and (backend != "cpu" or not _available("mkl")):
         skip["fastbptt-mkl"] = "the optional mkl package is not installed (pip install mkl)"
+    if "fastbptt-openblas" in impls and (backend != "cpu" or not _available("mkl")):
+        skip["fastbptt-openblas"] = ("FASTBPTT_BLAS is the CPU backend's" if backend != "cpu" else
+                                     "the same as fastbptt without the optional mkl package")
     if "fastbptt-prepared" in impls and backend != "cpu":
         skip["fastbptt-prepared"] = "make_loss_and_grad's fast path is the CPU backend's"
     if backend == "cuda":

@@ -4,7 +4,8 @@
   BPTT without a mask, for every input kind × loss × activation × dtype;
 * the float32 approximations it uses (``tanh_f32``, ``_exp_shift_f32``), with their accuracy
   pinned in ulps;
-* the BLAS wrapper ``gemm`` (SciPy's OpenBLAS; MKL with FASTBPTT_BLAS=mkl).
+* the BLAS wrapper ``gemm`` (SciPy's OpenBLAS, with MKL for one-thread products when the
+  ``mkl`` package is installed; FASTBPTT_BLAS=openblas or mkl for one library).
 
 No timings are asserted here; speed is measured by ``fastbptt bench`` and ``bench/``.
 """
@@ -188,6 +189,35 @@ def test_gemm_all_transposes(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gemm_every_size_class_strided(dtype):
+    """Each size class goes to its own library call: tiny (OpenBLAS), one-thread (MKL in
+    auto mode when installed) and threaded; every transpose and beta, strided rows."""
+    cpu.register_blas()
+    rng = np.random.default_rng(2)
+    sc, fs = cpu.gemm_scratch(2, np.empty(0, dtype))
+    small, thread_min = cpu.blas._SMALL_GEMM, cpu.blas.THREAD_MIN
+    shapes = [(16, 20, 24), (24, 48, 144), (256, 256, 256)]        # (m, n, k)
+    assert [m * n * k < small for m, n, k in shapes] == [True, False, False]
+    assert [m * n * k < thread_min for m, n, k in shapes] == [True, True, False]
+
+    def strided(shape):
+        wide = rng.standard_normal((shape[0], shape[1] + 3)).astype(dtype)
+        return wide[:, :shape[1]]
+
+    for (m, n, k), ta, tb, beta in itertools.product(shapes, (0, 1), (0, 1), (0.0, 1.0)):
+        A = strided((k, m) if ta else (m, k))
+        Bm = strided((n, k) if tb else (k, n))
+        C = strided((m, n))
+        pad = C.base[:, n:].copy()
+        want = (A.T if ta else A) @ (Bm.T if tb else Bm) + beta * C
+        cpu.gemm(A, ta, Bm, tb, C, beta, sc, fs)
+        cpu.restore_threads(sc)
+        tol = 2e-4 if dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(C, want, rtol=tol, atol=tol)
+        np.testing.assert_array_equal(C.base[:, n:], pad)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_gemm_few_rows_strided(dtype):
     """Up to blas._GEMV_ROWS rows run as one ?gemv per row: every transpose, beta and row
     stride (operands are column slices of wider arrays, as a state row [B, K·H] is read),
@@ -224,29 +254,60 @@ def _mkl_installed():
         return False
 
 
+_MODE_CHECK = (
+    "import numpy as np, fastbptt\n"
+    "from fastbptt import cpu\n"
+    "rng = np.random.default_rng(0)\n"
+    # B 24, H 48: the time steps' products (24 x 48 x 144 for the GRU) are one-thread ones,
+    # which auto mode sends to MKL; B 2 takes ?gemv, the all-rows products stay tiny or big
+    "for cell in ('rnn', 'lstm', 'gru'):\n"
+    "    for B in (2, 24):\n"
+    "        p = fastbptt.init_params(40, 48, 30, cell=cell, dtype=np.float64, seed=0)\n"
+    "        x = rng.standard_normal((7, B, 40)); y = rng.integers(0, 30, (7, B))\n"
+    "        a = fastbptt.loss_and_grad(p, x, y, cell=cell)\n"
+    "        b = fastbptt.loss_and_grad(p, x, y, cell=cell, backend='numpy')\n"
+    "        np.testing.assert_allclose(a[0], b[0], rtol=1e-10)\n"
+    "        for k in b[1]: np.testing.assert_allclose(a[1][k], b[1][k], rtol=1e-9, atol=1e-12)\n"
+    "        p32 = {k: v.astype(np.float32) for k, v in p.items()}\n"
+    "        c = fastbptt.loss_and_grad(p32, x.astype(np.float32), y, cell=cell)\n"
+    "        np.testing.assert_allclose(c[0], b[0], rtol=1e-4)\n"
+    "print(cpu.blas.BLAS_NAME)\n")
+
+
+def _run_mode(mode):
+    env = dict(os.environ, FASTBPTT_BLAS=mode)
+    r = subprocess.run([sys.executable, "-c", _MODE_CHECK], capture_output=True, text=True,
+                       env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout.split()[-1]
+
+
 @pytest.mark.skipif(not _mkl_installed(), reason="the optional mkl package is not installed")
-def test_mkl_blas_matches_reference():
-    """FASTBPTT_BLAS=mkl runs the fused kernel's products on MKL (same answers)."""
-    code = (
-        "import numpy as np, fastbptt\n"
-        "from fastbptt import cpu\n"
-        "rng = np.random.default_rng(0)\n"
-        "p = fastbptt.init_params(5, 6, 4, dtype=np.float64, seed=0)\n"
-        "x = rng.standard_normal((7, 3, 5)); y = rng.integers(0, 4, (7, 3))\n"
-        "a = fastbptt.loss_and_grad(p, x, y); b = fastbptt.loss_and_grad(p, x, y, backend='numpy')\n"
-        "assert cpu.blas.BLAS_NAME == 'mkl', cpu.blas.BLAS_NAME\n"
-        "np.testing.assert_allclose(a[0], b[0], rtol=1e-10)\n"
-        "for k in b[1]: np.testing.assert_allclose(a[1][k], b[1][k], rtol=1e-10, atol=1e-12)\n"
-        "print('ok')\n")
-    env = dict(os.environ, FASTBPTT_BLAS="mkl")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
-    assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]
+@pytest.mark.parametrize("mode, name", [("mkl", "mkl"), ("auto", "scipy-openblas+mkl"),
+                                        ("openblas", "scipy-openblas")])
+def test_blas_modes_match_reference(mode, name):
+    """Every FASTBPTT_BLAS mode gives the reference's answers, every cell, float64 and
+    float32, and names its libraries: auto puts the one-thread products on MKL."""
+    assert _run_mode(mode) == name
 
 
-def test_default_blas_is_scipy_openblas():
+def test_default_blas():
     fastbptt.loss_and_grad(*_case(np.random.default_rng(0), np.float64, "float", "cross_entropy", "ids")[:3])
-    if os.environ.get("FASTBPTT_BLAS", "").lower() != "mkl":
-        assert cpu.blas.BLAS_NAME == "scipy-openblas"
+    mode = os.environ.get("FASTBPTT_BLAS", "").lower() or "auto"
+    want = {"openblas": "scipy-openblas", "mkl": "mkl",
+            "auto": "scipy-openblas+mkl" if _mkl_installed() else "scipy-openblas"}[mode]
+    assert cpu.blas.BLAS_NAME == want
+
+
+def test_blas_mode_is_checked(monkeypatch):
+    """A misspelt FASTBPTT_BLAS is an error that names the variable and the choices."""
+    monkeypatch.setenv("FASTBPTT_BLAS", "openblass")
+    with pytest.raises(ValueError, match=r"FASTBPTT_BLAS='openblass'.*auto, openblas, mkl"):
+        cpu.blas.blas_mode()
+    monkeypatch.setenv("FASTBPTT_BLAS", " MKL ")
+    assert cpu.blas.blas_mode() == "mkl"
+    monkeypatch.delenv("FASTBPTT_BLAS")
+    assert cpu.blas.blas_mode() == "auto"
 
 
 # --------------------------------------------------------------------------- fastbptt bench

@@ -14,13 +14,24 @@ from .._jit import njit
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
 
 # The fused kernel calls the Fortran-ABI ?gemm through symbols registered with LLVM
-# (``fastbptt_sgemm``, ``fastbptt_dgemm``, ...): by default the OpenBLAS that SciPy ships (the
-# one Numba's np.dot uses); Intel MKL's with FASTBPTT_BLAS=mkl and the optional ``mkl`` package
-# installed. MKL is not the default: on the 2-vCPU AMD EPYC this was tuned on, MKL 2026.2 ran
-# every product on one thread (it counts physical cores) at about 93 GFLOP/s, where OpenBLAS
-# used both and reached about 200 on the large size's 8192x1024x1024 products.
+# (``fastbptt_sgemm``, ``fastbptt_dgemm``, ...). Which library serves which product is the
+# choice of FASTBPTT_BLAS (:func:`blas_mode`):
+#
+# * ``auto`` (the default): SciPy's OpenBLAS (the one Numba's np.dot uses) for the big
+#   products that use every core, and Intel MKL for the products that run on one thread,
+#   when the optional ``mkl`` package is installed (``pip install "fastbptt[mkl]"``),
+#   else OpenBLAS for those too. Why the split: on the 2-vCPU AMD EPYC this was tuned on, a
+#   one-thread MKL product of a time step's size was about twice OpenBLAS's speed (16 x 128 x
+#   128: 9.7 against 18.0 us; 16 x 128 x 512: 31 against 60 us; OpenBLAS re-packs all of W on
+#   every call, 20% of ``fastbptt train``'s time in ``perf``), while MKL 2026.2 ran a big
+#   product on one thread only (it counts physical cores) at about 93 GFLOP/s, where OpenBLAS
+#   used both and reached about 200 on the large size's 8192 x 1024 x 1024 products.
+# * ``openblas``: every product on SciPy's OpenBLAS.
+# * ``mkl``: every product on MKL (the optional ``mkl`` package).
+#
 # Symbols, unlike function-pointer constants, keep the kernel cacheable on disk: they are
-# resolved when the cached code is linked, so registration must precede the first call.
+# resolved when the cached code is linked, so registration must precede the first call, and
+# one compiled kernel serves every mode.
 import contextlib
 import ctypes as _ct
 import os as _os
@@ -29,15 +40,28 @@ import threading
 
 from numba import types as _nbt
 
-BLAS_NAME = None         # "mkl" or "scipy-openblas" once registered
+BLAS_NAME = None         # "scipy-openblas", "scipy-openblas+mkl" or "mkl" once registered
+
+
+BLAS_MODES = ("auto", "openblas", "mkl")
+
+
+def blas_mode():
+    """FASTBPTT_BLAS, checked: ``auto`` (unset or empty), ``openblas`` or ``mkl``."""
+    v = _os.environ.get("FASTBPTT_BLAS", "").strip().lower() or "auto"
+    if v not in BLAS_MODES:
+        raise ValueError(f"FASTBPTT_BLAS={_os.environ['FASTBPTT_BLAS']!r}: expected one of "
+                         f"{', '.join(BLAS_MODES)} (unset means auto)")
+    return v
 
 
 def _mkl_gemm_addresses():
-    """(sgemm, dgemm, set-threads) addresses in MKL's single dynamic library, or None."""
-    if _os.environ.get("FASTBPTT_BLAS", "").lower() != "mkl":
-        return None
+    """(sgemm, dgemm, MKL_Set_Num_Threads_Local) addresses in MKL's single dynamic library
+    (the ``mkl`` package's, or one on the library path), or None."""
+    import site
     names = ["libmkl_rt.so.3", "libmkl_rt.so.2", "libmkl_rt.so"]
-    dirs = [_os.path.join(_sys.prefix, "lib"), ""]
+    # the environment's lib folder (pip's mkl), a user install's, then the library path
+    dirs = [_os.path.join(_sys.prefix, "lib"), _os.path.join(site.getuserbase(), "lib"), ""]
     for d in dirs:
         for n in names:
             try:
@@ -76,7 +100,7 @@ def _openblas_threads_local():
             return _ct.cast(_ct.CDLL(path).openblas_set_num_threads_local, _ct.c_void_p).value
         except (OSError, AttributeError):
             continue
-    return _ct.cast(_ct.CDLL(None).abs, _ct.c_void_p).value
+    return _noop_threads()
 
 
 def get_capsule_name(cap):
@@ -86,24 +110,42 @@ def get_capsule_name(cap):
     return f(cap)
 
 
+def _noop_threads():
+    """Address of libc's ``abs``: the signature of a thread setter (int -> int), no effect."""
+    return _ct.cast(_ct.CDLL(None).abs, _ct.c_void_p).value
+
+
 def register_blas():
-    """Register ``fastbptt_sgemm``/``fastbptt_dgemm`` (once); returns the BLAS's name."""
+    """Register the ``fastbptt_*`` BLAS symbols (once, as FASTBPTT_BLAS says); returns the
+    BLAS's name: ``scipy-openblas``, ``mkl`` or ``scipy-openblas+mkl`` (auto with MKL: the
+    one-thread products on MKL)."""
     global BLAS_NAME
     if BLAS_NAME is None:
         from llvmlite import binding
-        addrs = _mkl_gemm_addresses()
-        name = "mkl"
-        if addrs is None:
-            addrs, name = _scipy_gemm_addresses(), "scipy-openblas"
-        small = _scipy_gemm_addresses() if name == "mkl" else addrs
-        binding.add_symbol("fastbptt_sgemm", addrs[0])
-        binding.add_symbol("fastbptt_dgemm", addrs[1])
-        binding.add_symbol("fastbptt_sgemm_small", small[0])
-        binding.add_symbol("fastbptt_dgemm_small", small[1])
-        binding.add_symbol("fastbptt_threads_local", addrs[2])
-        binding.add_symbol("fastbptt_sgemv", small[3])
-        binding.add_symbol("fastbptt_dgemv", small[4])
-        BLAS_NAME = name
+        mode = blas_mode()
+        ob = _scipy_gemm_addresses()
+        mkl = _mkl_gemm_addresses() if mode != "openblas" else None
+        if mode == "mkl" and mkl is None:
+            import warnings
+            warnings.warn("FASTBPTT_BLAS=mkl, but MKL's libmkl_rt was not found (pip install "
+                          "mkl); using SciPy's OpenBLAS", RuntimeWarning, stacklevel=3)
+        big = mkl if mode == "mkl" and mkl is not None else ob
+        one = mkl if mkl is not None else big
+        binding.add_symbol("fastbptt_sgemm", big[0])
+        binding.add_symbol("fastbptt_dgemm", big[1])
+        binding.add_symbol("fastbptt_threads_local", big[2])
+        # one-thread products; in auto mode MKL's thread-local setting is 1 around each
+        binding.add_symbol("fastbptt_sgemm_one", one[0])
+        binding.add_symbol("fastbptt_dgemm_one", one[1])
+        binding.add_symbol("fastbptt_one_threads_local", one[2] if one is not big else _noop_threads())
+        # tiny products and one-row products stay on OpenBLAS in every mode: its per-call
+        # overhead is lower (0.52 against 0.69 us for min-char-rnn's 1 x 100 x 100 step)
+        binding.add_symbol("fastbptt_sgemm_small", ob[0])
+        binding.add_symbol("fastbptt_dgemm_small", ob[1])
+        binding.add_symbol("fastbptt_sgemv", ob[3])
+        binding.add_symbol("fastbptt_dgemv", ob[4])
+        BLAS_NAME = ("mkl" if big is mkl else "scipy-openblas+mkl" if one is mkl
+                     else "scipy-openblas")
     return BLAS_NAME
 
 
@@ -114,6 +156,8 @@ _dgemm = _nbt.ExternalFunction("fastbptt_dgemm", _nbt.void(*([_P] * 13)))
 # per-call overhead is lower (0.52 against 0.69 us measured for that step)
 _sgemm_small = _nbt.ExternalFunction("fastbptt_sgemm_small", _nbt.void(*([_P] * 13)))
 _dgemm_small = _nbt.ExternalFunction("fastbptt_dgemm_small", _nbt.void(*([_P] * 13)))
+_sgemm_one = _nbt.ExternalFunction("fastbptt_sgemm_one", _nbt.void(*([_P] * 13)))
+_dgemm_one = _nbt.ExternalFunction("fastbptt_dgemm_one", _nbt.void(*([_P] * 13)))
 _SMALL_GEMM = 1 << 16      # m·n·k below which a product counts as tiny
 # One-row products (every step's h Wᵀ and δ W at batch size 1, min-char-rnn's case) go to
 # ?gemv: ?gemm packs the whole of W into its panel layout on every call, and for one row that
@@ -136,6 +180,7 @@ _GEMV_ROWS = 8
 # MKL_Set_Num_Threads_Local), restored before the kernel returns.
 THREAD_MIN = 1 << 24
 _threads_local = _nbt.ExternalFunction("fastbptt_threads_local", _nbt.int32(_nbt.int32))
+_one_threads_local = _nbt.ExternalFunction("fastbptt_one_threads_local", _nbt.int32(_nbt.int32))
 
 
 def _max_threads():
@@ -255,6 +300,13 @@ def _gemm_raw(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, beta, scratch, fscratch):
             _sgemm_small(*args)
         else:
             _dgemm_small(*args)
+    elif mnk < THREAD_MIN:                      # a one-thread product (MKL in auto mode)
+        prev1 = _one_threads_local(1)
+        if fsz == 4:
+            _sgemm_one(*args)
+        else:
+            _dgemm_one(*args)
+        _one_threads_local(prev1)
     elif fsz == 4:
         _sgemm(*args)
     else:
