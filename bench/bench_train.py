@@ -15,7 +15,10 @@ interval to the next with ``detach()``, ``clip_grad_norm_(5)``, ``torch.optim.Ad
 at 1 and at 2 threads (``torch.set_num_threads``), and its best is the peer.
 
 Both run in one process, in interleaved rounds (fastbptt, torch 1 thread, torch 2 threads,
-then again), so a change in the machine's load hits all of them; each round times
+then again), so a change in the machine's load hits all of them. When the optional ``mkl``
+package is installed (the ``train`` extra brings it on x86-64 Linux), fastbptt's one-thread
+products run on MKL; a child process then runs the same step with ``FASTBPTT_BLAS=openblas``
+in the same rounds (``fastbptt-openblas``: what fastbptt does without MKL). each round times
 ``--steps`` consecutive steps after a warm-up, and the table reports the median over rounds
 in characters per second and the ratio fastbptt / best PyTorch. ``--breakdown`` adds where
 fastbptt's step goes (``loss_and_grad``, clipping, the optimizer), timed separately.
@@ -24,11 +27,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import statistics
+import subprocess
 import sys
 import time
-
-import os
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this tree's fastbptt
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/_cli.py, also when loaded by path
@@ -127,6 +130,49 @@ def torch_runner(cell, data, V, cfg, seed=0):
     return step
 
 
+class OpenblasChild:
+    """fastbptt's step in a child process with every product on OpenBLAS (the BLAS mode is
+    chosen once per process): ``child(n)`` runs n steps there and returns the seconds."""
+
+    def __init__(self, cell, max_chars):
+        env = dict(os.environ, FASTBPTT_BLAS="openblas")
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--child", cell, str(max_chars or 0)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+
+    def __call__(self, n):
+        self.proc.stdin.write(f"{n}\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the fastbptt-openblas child process ended")
+        return float(line)
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def _child(cell, max_chars):
+    """The child's loop: read n, run n steps, print the seconds they took."""
+    cfg = {k: v for k, v in tr.DEFAULTS.items() if k != "cell"}
+    cfg["lr"] = tr.DEFAULT_LR[cfg["optimizer"]]
+    data, vocab = corpus_streams(cfg["batch"], cfg["bptt"], max_chars or None)
+    step, _ = fastbptt_runner(cell, data, len(vocab), cfg)
+    with tr._blas_threads(1) or contextlib.nullcontext():
+        for line in sys.stdin:
+            print(_timed(step, int(line)), flush=True)
+
+
+def _mkl_installed():
+    import importlib.metadata as md
+    try:
+        md.version("mkl")
+        return True
+    except md.PackageNotFoundError:
+        return False
+
+
 def _timed(step, n):
     t0 = time.perf_counter()
     for _ in range(n):
@@ -147,21 +193,32 @@ def measure(cells, rounds, steps, warmup, max_chars=None, torch_threads=TORCH_TH
     for cell in cells:
         fb, fb_breakdown = fastbptt_runner(cell, data, V, cfg)
         th = torch_runner(cell, data, V, cfg)
-        impls = {"fastbptt": fb, **{f"torch-{n}t": th for n in torch_threads}}
+        child = OpenblasChild(cell, max_chars) if _mkl_installed() else None
+        impls = {"fastbptt": fb, **({"fastbptt-openblas": child} if child else {}),
+                 **{f"torch-{n}t": th for n in torch_threads}}
         secs = {name: [] for name in impls}
-        for r in range(rounds + 1):               # round 0 warms up (compilation), untimed
-            for name, fn in impls.items():
-                if name == "fastbptt":
-                    ctx = tr._blas_threads(1) or contextlib.nullcontext()  # as train --threads 1
-                else:
-                    torch.set_num_threads(int(name.split("-")[1][:-1]))
-                    ctx = contextlib.nullcontext()
-                with ctx:
-                    t = _timed(fn, warmup if r == 0 else steps)
-                if r:
-                    secs[name].append(t / steps)
+        try:
+            for r in range(rounds + 1):               # round 0 warms up (compilation), untimed
+                for name, fn in impls.items():
+                    n = warmup if r == 0 else steps
+                    if name == "fastbptt-openblas":
+                        t = fn(n)                     # timed in the child, as below
+                    else:
+                        if name == "fastbptt":
+                            ctx = tr._blas_threads(1) or contextlib.nullcontext()  # train --threads 1
+                        else:
+                            torch.set_num_threads(int(name.split("-")[1][:-1]))
+                            ctx = contextlib.nullcontext()
+                        with ctx:
+                            t = _timed(fn, n)
+                    if r:
+                        secs[name].append(t / steps)
+        finally:
+            if child:
+                child.close()
         row = dict(cell=cell, batch=cfg["batch"], bptt=cfg["bptt"], hidden=cfg["hidden"], vocab=V,
-                   chars_per_step=chars, steps_per_round=steps, rounds=rounds)
+                   chars_per_step=chars, steps_per_round=steps, rounds=rounds,
+                   blas=sys.modules["fastbptt.cpu.blas"].BLAS_NAME)
         for name, v in secs.items():
             row[name] = dict(ms_per_step=1e3 * statistics.median(v), chars_per_s=chars / statistics.median(v),
                              ms_rounds=[1e3 * s for s in v])
@@ -182,17 +239,19 @@ def measure(cells, rounds, steps, warmup, max_chars=None, torch_threads=TORCH_TH
 
 
 def format_table(res):
-    lines = ["| cell | fastbptt chars/s | PyTorch chars/s (threads) | best PyTorch | ratio |",
-             "|---|---|---|---|---|"]
+    lines = ["| cell | fastbptt chars/s (BLAS) | fastbptt, OpenBLAS only | PyTorch chars/s (threads) "
+             "| best PyTorch | ratio |", "|---|---|---|---|---|---|"]
     for r in res["rows"]:
         tt = ", ".join(f"{r[n]['chars_per_s'] / 1e3:,.0f} k ({n.split('-')[1][:-1]})"
                        for n in r if n.startswith("torch-"))
-        lines.append(f"| {r['cell']} | {r['fastbptt']['chars_per_s'] / 1e3:,.0f} k | {tt} | "
-                     f"{r[r['torch_best']]['chars_per_s'] / 1e3:,.0f} k | {r['ratio']:.2f}x |")
+        ob = (f"{r['fastbptt-openblas']['chars_per_s'] / 1e3:,.0f} k" if "fastbptt-openblas" in r
+              else "–")
+        lines.append(f"| {r['cell']} | {r['fastbptt']['chars_per_s'] / 1e3:,.0f} k ({r['blas']}) | {ob} | "
+                     f"{tt} | {r[r['torch_best']]['chars_per_s'] / 1e3:,.0f} k | {r['ratio']:.2f}x |")
         if "fastbptt_breakdown_share" in r:
             sh = r["fastbptt_breakdown_share"]
             lines.append("|  | step: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in sh.items())
-                         + " | | | |")
+                         + " | | | | |")
     return "\n".join(lines)
 
 
@@ -207,7 +266,10 @@ def main(argv=None):
     ap.add_argument("--breakdown", action="store_true",
                     help="also time fastbptt's step in parts (loss_and_grad, clip, optimizer)")
     ap.add_argument("--json", metavar="FILE.json", help="write the rows and provenance here")
+    ap.add_argument("--child", nargs=2, metavar=("CELL", "MAX_CHARS"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.child:
+        return _child(args.child[0], int(args.child[1]))
     cells = [c.strip() for c in args.cells.split(",") if c.strip()]
     bad = [c for c in cells if c not in CELLS]
     if bad or not cells:

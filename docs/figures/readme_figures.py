@@ -132,6 +132,16 @@ def _f(v, fmt):
     return "–" if v is None else format(v, fmt)
 
 
+def _blas_note(rows):
+    """Which BLAS the fastbptt rows ran on (``fastbptt bench`` records it per row)."""
+    blas = next((r.get("blas") for r in rows if r["impl"] == "fastbptt" and r.get("blas")), None)
+    note = f" fastbptt's BLAS: {blas}." if blas else ""
+    if any(r["impl"] == "fastbptt-openblas" for r in rows):
+        note += (" `fastbptt-openblas` is the same call with every product on OpenBLAS "
+                 "(`FASTBPTT_BLAS=openblas`): fastbptt without the `mkl` package.")
+    return note
+
+
 @renderer("bench")
 def bench(js):
     """``fastbptt bench --json``: time, GFLOP/s, % of the roofline and speed-ups per size."""
@@ -144,7 +154,8 @@ def bench(js):
     out = [f"{cell}: one forward + backward, {js['dtype']}, time-major, cross-entropy (`sum`); medians of "
            f"{js['rounds']} interleaved rounds. GFLOP/s count `{js['flops_formula'].replace('*', '·')}`; "
            f"the roofline is the best {roof['sgemm']} sgemm measured in the same run ({libs} GFLOP/s). "
-           + ", ".join(f"{k} {v[k]}" for k in ("numpy", "numba", "scipy", "torch", "jax") if k in v) + ".",
+           + ", ".join(f"{k} {v[k]}" for k in ("numpy", "numba", "scipy", "torch", "jax") if k in v) + "."
+           + _blas_note(js["rows"]),
            "",
            "| size (T, B, n_in, H, n_out) | impl | ms | GFLOP/s | % roofline | "
            + " | ".join(f"× {p}" for p in peers) + " |",
@@ -178,7 +189,8 @@ def bench_layers(*runs):
     names = {"rnn": "Elman RNN", "lstm": "LSTM", "gru": "GRU"}
     out = [f"{L} stacked{' bidirectional' if bidi else ''} layers: one forward + backward, "
            f"{first['dtype']}, cross-entropy (`sum`); medians of {first['rounds']} interleaved rounds. "
-           f"GFLOP/s count `{first['flops_formula'].replace('*', '·')}`.",
+           f"GFLOP/s count `{first['flops_formula'].replace('*', '·')}`."
+           + _blas_note([r for js in runs for r in js["rows"]]),
            "",
            "| cell | size (T, B, n_in, H, n_out) | fastbptt ms | GFLOP/s | "
            + " | ".join(f"{p} ms | × {p}" for p in peers) + " |",
@@ -284,19 +296,29 @@ def train(js):
 def train_vs_torch(js):
     """``python bench/bench_train.py --json``: ``fastbptt train``'s step against PyTorch's."""
     c = js["config"]
-    out = ["| cell | fastbptt | PyTorch, 1 thread | PyTorch, 2 threads | fastbptt / best PyTorch |",
-           "|---|---:|---:|---:|---|"]
+    ob = any("fastbptt-openblas" in r for r in js["rows"])
+    out = ["| cell | fastbptt | " + ("fastbptt, OpenBLAS only | " if ob else "")
+           + "PyTorch, 1 thread | PyTorch, 2 threads | fastbptt / best PyTorch |",
+           "|---|---:|" + ("---:|" if ob else "") + "---:|---:|---|"]
     names = {"rnn": "Elman (`nn.RNN`)", "lstm": "LSTM (`nn.LSTM`)", "gru": "GRU (`nn.GRU`)"}
     for r in js["rows"]:
         t = [f"{r[f'torch-{n}t']['chars_per_s'] / 1e3:,.0f} k" if f"torch-{n}t" in r else "–" for n in (1, 2)]
+        o = (f"{r['fastbptt-openblas']['chars_per_s'] / 1e3:,.0f} k | " if "fastbptt-openblas" in r
+             else "– | " if ob else "")
         out.append(f"| {names.get(r['cell'], r['cell'])} | {r['fastbptt']['chars_per_s'] / 1e3:,.0f} k | "
-                   f"{t[0]} | {t[1]} | **{r['ratio']:.2f}×** |")
+                   f"{o}{t[0]} | {t[1]} | **{r['ratio']:.2f}×** |")
     rounds = js["rows"][0]["rounds"] if js["rows"] else 0
+    blas = js["rows"][0].get("blas") if js["rows"] else None
     text = (f"Characters per second of one training step at `fastbptt train`'s defaults (batch {c['batch']}, "
             f"bptt {c['bptt']}, hidden {c['hidden']}, {c['vocab']} characters, Adam, clip {c['clip']:g}, "
             f"{c['dtype']}); PyTorch runs the same model and loop (one-hot inputs, `nn.Linear` head, state "
             f"carried with `detach()`, `clip_grad_norm_`, `torch.optim.Adam`). Medians of {rounds} "
             "interleaved rounds in one process.")
+    if blas:
+        text += f" fastbptt's BLAS: {blas}."
+    if ob:
+        text += (" *OpenBLAS only* is the same step in a child process with `FASTBPTT_BLAS=openblas`, "
+                 "in the same rounds: what fastbptt does without the `mkl` package.")
     shares = [r for r in js["rows"] if "fastbptt_breakdown_share" in r]
     if shares:
         text += " Where fastbptt's step goes: " + "; ".join(

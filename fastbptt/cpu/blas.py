@@ -288,19 +288,19 @@ def _gemm_raw(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, beta, scratch, fscratch):
             else:
                 _dgemv(*gargs)
         return
-    if mnk >= _SMALL_GEMM:                      # tiny ones go to OpenBLAS, one thread anyway
-        want = 1 if mnk < THREAD_MIN else scratch[8]
-        if want != scratch[9]:
-            prev = _threads_local(want)
-            if scratch[9] == -1:
-                scratch[10] = prev
-            scratch[9] = want
-    if mnk < _SMALL_GEMM:
+    if mnk < _SMALL_GEMM:                       # tiny: OpenBLAS, one thread anyway
         if fsz == 4:
             _sgemm_small(*args)
         else:
             _dgemm_small(*args)
-    elif mnk < THREAD_MIN:                      # a one-thread product (MKL in auto mode)
+        return
+    want = 1 if mnk < THREAD_MIN else scratch[8]
+    if want != scratch[9]:
+        prev = _threads_local(want)
+        if scratch[9] == -1:
+            scratch[10] = prev
+        scratch[9] = want
+    if want == 1:               # a one-thread product (MKL in auto mode), big ones included
         prev1 = _one_threads_local(1)
         if fsz == 4:
             _sgemm_one(*args)
