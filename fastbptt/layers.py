@@ -275,7 +275,7 @@ def loss_and_grad(params, inputs, targets, h0=None, *, cell="rnn", activation="t
         value, grads, last = reference_stack.loss_and_grad(p, st)
     elif backend == "cpu":
         from .cpu import parallel
-        n = parallel.parts_of(p, layers=st.L * st.D)
+        n = parallel.parts_of(p, layers=st.L * st.D, directions=st.D)
         if n == 1:
             value, grads, last = _cpu_loss_and_grad(p, st)
         else:   # the batch's rows across the cores, as for one layer (fastbptt.cpu.parallel)

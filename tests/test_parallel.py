@@ -112,8 +112,15 @@ def test_which_calls_split(monkeypatch):
     assert parallel.parts_of(_problem(B=1, T=100)) == 1           # min-char-rnn: one sequence
     assert parallel.parts_of(_problem(B=2 * parallel.MIN_ROWS - 1, T=100)) == 1
     assert parallel.parts_of(_problem(B=32, T=2, H=16, n_in=8, n_out=8)) == 1   # too little work
-    # per-step products big enough to thread use both cores already
-    assert parallel.parts_of(_problem(B=64, T=4, H=512, n_in=8, n_out=8, cell="lstm")) == 1
+    # per-step products big enough to thread use both cores already (OpenBLAS alone); with
+    # MKL for the one-thread products they split up to SPLIT_MAX, one-way models only
+    medium = _problem(B=64, T=4, H=512, n_in=8, n_out=8, cell="lstm")
+    for mkl in (False, True):
+        monkeypatch.setattr(blas, "one_thread_mkl", lambda mkl=mkl: mkl)
+        assert parallel.parts_of(medium) == (2 if mkl else 1)
+        assert parallel.parts_of(medium, layers=2, directions=2) == 1
+        assert parallel.parts_for(T=4, B=128, G=4, H=1024, n_in=8, n_out=8) == 1   # large
+        assert parallel.parts_of(_problem(B=32, T=100)) == 2
     monkeypatch.setattr(blas, "NTHREADS", 1)
     assert parallel.parts_of(_problem(B=32, T=100)) == 1
 

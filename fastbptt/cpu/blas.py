@@ -149,6 +149,11 @@ def register_blas():
     return BLAS_NAME
 
 
+def one_thread_mkl() -> bool:
+    """Whether MKL serves the one-thread products (registers the BLAS symbols first)."""
+    return register_blas() in ("mkl", "scipy-openblas+mkl")
+
+
 _P = _nbt.intp   # pointers travel as integers (x86-64 and aarch64 pass both the same way)
 _sgemm = _nbt.ExternalFunction("fastbptt_sgemm", _nbt.void(*([_P] * 13)))
 _dgemm = _nbt.ExternalFunction("fastbptt_dgemm", _nbt.void(*([_P] * 13)))

@@ -33,27 +33,42 @@ from . import blas
 # `fastbptt train`'s step (T 32, B 32, H 128, 96 classes) does.
 MIN_ROWS = 8
 MIN_WORK = 1 << 22
+# With MKL serving the one-thread products, calls whose per-step products are threaded split
+# too, up to this many multiply-adds a step. Measured per call, medians of 5, one process
+# each, whole against split: medium (T 100, B 64, H 512) Elman 179-182 against 147-157 ms,
+# GRU 453-555 against 429-480, LSTM 554-556 against 505-529 (the pointwise work of the time
+# loops, one thread when whole, runs on both cores); large (T 64, B 128, H 1024) Elman 988-992
+# against 999-1029, LSTM 2810-2888 against 2890-3261 (whole stays). OpenBLAS alone at the
+# medium LSTM: whole 517-573 against split 533-613 ms, so without MKL only one-thread calls
+# split.
+SPLIT_MAX = 1 << 27
 
 
-def parts_of(p, layers=1) -> int:
+def parts_of(p, layers=1, directions=1) -> int:
     """How many row blocks the validated problem ``p`` runs as (1: not split); ``layers``:
-    the recurrent layers (and directions) of a stacked model whose layer 0 ``p`` is."""
-    return parts_for(p.T, p.B, p.cell.G, p.H, p.n_in, p.n_out, layers, p.truncate, p.checkpoint)
+    the recurrent layers times ``directions`` of a stacked model whose layer 0 ``p`` is."""
+    return parts_for(p.T, p.B, p.cell.G, p.H, p.n_in, p.n_out, layers, p.truncate, p.checkpoint,
+                     directions)
 
 
-def parts_for(T, B, G, H, n_in, n_out, layers=1, truncate=None, checkpoint=None) -> int:
+def parts_for(T, B, G, H, n_in, n_out, layers=1, truncate=None, checkpoint=None,
+              directions=1) -> int:
     """:func:`parts_of` from the sizes (a stack: ``layers`` layers of width about H).
 
     Truncated and checkpointed calls trade time for memory, and run whole: a split adds
     copies of the parts' inputs and gradients (:func:`fastbptt.memory.estimate` counts them).
-    Only calls whose per-step products run on one thread split (below
-    :data:`~fastbptt.cpu.blas.THREAD_MIN` multiply-adds): bigger ones already use every
-    core, and splitting them measured slower (medium, LSTM: 715 against 608 ms).
+    Calls whose per-step products run on one thread (below
+    :data:`~fastbptt.cpu.blas.THREAD_MIN` multiply-adds) split. Bigger ones already use
+    every core; they split too up to :data:`SPLIT_MAX` when MKL serves the one-thread
+    products (:func:`~fastbptt.cpu.blas.one_thread_mkl`), except bidirectional models, whose
+    two directions already run side by side. The parts depend on the shapes, the core count
+    and the BLAS only, never on the load.
     """
     if truncate is not None or checkpoint is not None:
         return 1
     n = min(blas.NTHREADS, B // MIN_ROWS)
-    if n < 2 or B * G * H * H >= blas.THREAD_MIN:
+    limit = SPLIT_MAX if directions == 1 and blas.one_thread_mkl() else blas.THREAD_MIN
+    if n < 2 or B * G * H * H >= limit:
         return 1
     work = T * B * G * H * (H + n_in + n_out) * layers
     return n if work >= MIN_WORK else 1
