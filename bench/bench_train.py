@@ -165,12 +165,8 @@ def _child(cell, max_chars):
 
 
 def _mkl_installed():
-    import importlib.metadata as md
-    try:
-        md.version("mkl")
-        return True
-    except md.PackageNotFoundError:
-        return False
+    from fastbptt.bench import _available
+    return _available("mkl")
 
 
 def _timed(step, n):

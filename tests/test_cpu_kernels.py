@@ -188,70 +188,53 @@ def test_gemm_all_transposes(dtype):
                                    atol=1e-5 if dtype == np.float32 else 1e-13)
 
 
+def _gemm_strided(rng, dtype, m, n, k, ta, tb, beta, tol):
+    """cpu.gemm on operands that are column slices of wider arrays (rows strided, as a state
+    row [B, K·H] is read as h [B, H]) against NumPy; nothing is written past a row."""
+    def strided(shape):
+        wide = rng.standard_normal((shape[0], shape[1] + 5)).astype(dtype)
+        return wide[:, :shape[1]]
+
+    sc, fs = cpu.gemm_scratch(2, np.empty(0, dtype))
+    A = strided((k, m) if ta else (m, k))
+    Bm = strided((n, k) if tb else (k, n))
+    C = strided((m, n))
+    pad = C.base[:, n:].copy()
+    want = (A.T if ta else A) @ (Bm.T if tb else Bm) + beta * C
+    cpu.gemm(A, ta, Bm, tb, C, beta, sc, fs)
+    cpu.restore_threads(sc)
+    np.testing.assert_allclose(C, want, rtol=tol, atol=tol)
+    np.testing.assert_array_equal(C.base[:, n:], pad)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_gemm_every_size_class_strided(dtype):
     """Each size class goes to its own library call: tiny (OpenBLAS), one-thread (MKL in
     auto mode when installed) and threaded; every transpose and beta, strided rows."""
     cpu.register_blas()
     rng = np.random.default_rng(2)
-    sc, fs = cpu.gemm_scratch(2, np.empty(0, dtype))
     small, thread_min = cpu.blas._SMALL_GEMM, cpu.blas.THREAD_MIN
     shapes = [(16, 20, 24), (24, 48, 144), (256, 256, 256)]        # (m, n, k)
     assert [m * n * k < small for m, n, k in shapes] == [True, False, False]
     assert [m * n * k < thread_min for m, n, k in shapes] == [True, True, False]
-
-    def strided(shape):
-        wide = rng.standard_normal((shape[0], shape[1] + 3)).astype(dtype)
-        return wide[:, :shape[1]]
-
     for (m, n, k), ta, tb, beta in itertools.product(shapes, (0, 1), (0, 1), (0.0, 1.0)):
-        A = strided((k, m) if ta else (m, k))
-        Bm = strided((n, k) if tb else (k, n))
-        C = strided((m, n))
-        pad = C.base[:, n:].copy()
-        want = (A.T if ta else A) @ (Bm.T if tb else Bm) + beta * C
-        cpu.gemm(A, ta, Bm, tb, C, beta, sc, fs)
-        cpu.restore_threads(sc)
-        tol = 2e-4 if dtype == np.float32 else 1e-12
-        np.testing.assert_allclose(C, want, rtol=tol, atol=tol)
-        np.testing.assert_array_equal(C.base[:, n:], pad)
+        _gemm_strided(rng, dtype, m, n, k, ta, tb, beta, 2e-4 if dtype == np.float32 else 1e-12)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_gemm_few_rows_strided(dtype):
     """Up to blas._GEMV_ROWS rows run as one ?gemv per row: every transpose, beta and row
-    stride (operands are column slices of wider arrays, as a state row [B, K·H] is read),
-    and the first row count past the threshold, which takes ?gemm."""
+    stride, and the first row count past the threshold, which takes ?gemm."""
     cpu.register_blas()
     rng = np.random.default_rng(1)
-    sc, fs = cpu.gemm_scratch(2, np.empty(0, dtype))
-
-    def strided(shape):
-        wide = rng.standard_normal((shape[0], shape[1] + 5)).astype(dtype)
-        return wide[:, :shape[1]]
-
     rows = (1, 2, cpu.blas._GEMV_ROWS, cpu.blas._GEMV_ROWS + 1)
     for m, ta, tb, beta in itertools.product(rows, (0, 1), (0, 1), (0.0, 1.0, -0.5)):
-        n, k = 13, 11
-        A = strided((k, m) if ta else (m, k))
-        Bm = strided((n, k) if tb else (k, n))
-        C = strided((m, n))
-        pad = C.base[:, n:].copy()
-        want = (A.T if ta else A) @ (Bm.T if tb else Bm) + beta * C
-        cpu.gemm(A, ta, Bm, tb, C, beta, sc, fs)
-        cpu.restore_threads(sc)
-        np.testing.assert_allclose(C, want, rtol=1e-5 if dtype == np.float32 else 1e-13,
-                                   atol=1e-5 if dtype == np.float32 else 1e-13)
-        np.testing.assert_array_equal(C.base[:, n:], pad)     # nothing written past a row
+        _gemm_strided(rng, dtype, m, 13, 11, ta, tb, beta, 1e-5 if dtype == np.float32 else 1e-13)
 
 
 def _mkl_installed():
-    import importlib.metadata as md
-    try:
-        md.version("mkl")
-        return True
-    except md.PackageNotFoundError:
-        return False
+    from fastbptt.bench import _available
+    return _available("mkl")
 
 
 _MODE_CHECK = (
