@@ -18,7 +18,7 @@ Both run in one process, in interleaved rounds (fastbptt, torch 1 thread, torch 
 then again), so a change in the machine's load hits all of them. When the optional ``mkl``
 package is installed (the ``train`` extra brings it on x86-64 Linux), fastbptt's one-thread
 products run on MKL; a child process then runs the same step with ``FASTBPTT_BLAS=openblas``
-in the same rounds (``fastbptt-openblas``: what fastbptt does without MKL). each round times
+in the same rounds (``fastbptt-openblas``: what fastbptt does without MKL). Each round times
 ``--steps`` consecutive steps after a warm-up, and the table reports the median over rounds
 in characters per second and the ratio fastbptt / best PyTorch. ``--breakdown`` adds where
 fastbptt's step goes (``loss_and_grad``, clipping, the optimizer), timed separately.

@@ -247,14 +247,13 @@ _MODE_CHECK = (
     "    for B in (2, 24):\n"
     "        p = fastbptt.init_params(40, 48, 30, cell=cell, dtype=np.float64, seed=0)\n"
     "        x = rng.standard_normal((7, B, 40)); y = rng.integers(0, 30, (7, B))\n"
-    "        a = fastbptt.loss_and_grad(p, x, y, cell=cell)\n"
-    "        b = fastbptt.loss_and_grad(p, x, y, cell=cell, backend='numpy')\n"
-    "        np.testing.assert_allclose(a[0], b[0], rtol=1e-10)\n"
-    "        for k in b[1]: np.testing.assert_allclose(a[1][k], b[1][k], rtol=1e-9, atol=1e-12)\n"
-    "        p32 = {k: v.astype(np.float32) for k, v in p.items()}\n"
-    "        c = fastbptt.loss_and_grad(p32, x.astype(np.float32), y, cell=cell)\n"
-    "        np.testing.assert_allclose(c[0], b[0], rtol=1e-4)\n"
-    "print(cpu.blas.BLAS_NAME)\n")
+    "        for dt, tol in ((np.float64, {t64}), (np.float32, {t32})):\n"
+    "            q = {{k: v.astype(dt) for k, v in p.items()}}\n"
+    "            a = fastbptt.loss_and_grad(q, x.astype(dt), y, cell=cell)\n"
+    "            b = fastbptt.loss_and_grad(q, x.astype(dt), y, cell=cell, backend='numpy')\n"
+    "            np.testing.assert_allclose(a[0], b[0], **tol)\n"
+    "            for k in b[1]: np.testing.assert_allclose(a[1][k], b[1][k], **tol)\n"
+    "print(cpu.blas.BLAS_NAME)\n").format(t64=EXACT64, t32=EXACT32)
 
 
 def _run_mode(mode):
@@ -276,9 +275,8 @@ def test_blas_modes_match_reference(mode, name):
 
 def test_default_blas():
     fastbptt.loss_and_grad(*_case(np.random.default_rng(0), np.float64, "float", "cross_entropy", "ids")[:3])
-    mode = os.environ.get("FASTBPTT_BLAS", "").lower() or "auto"
     want = {"openblas": "scipy-openblas", "mkl": "mkl",
-            "auto": "scipy-openblas+mkl" if _mkl_installed() else "scipy-openblas"}[mode]
+            "auto": "scipy-openblas+mkl" if _mkl_installed() else "scipy-openblas"}[cpu.blas.blas_mode()]
     assert cpu.blas.BLAS_NAME == want
 
 
