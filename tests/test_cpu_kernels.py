@@ -209,14 +209,16 @@ def _gemm_strided(rng, dtype, m, n, k, ta, tb, beta, tol):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_gemm_every_size_class_strided(dtype):
-    """Each size class goes to its own library call: tiny (OpenBLAS), one-thread (MKL in
-    auto mode when installed) and threaded; every transpose and beta, strided rows."""
+    """Each size class goes to its own library call: tiny (OpenBLAS), one-thread of up to
+    ONE_ROWS rows (MKL in auto mode when installed), longer one-thread (OpenBLAS) and
+    threaded; every transpose and beta, strided rows."""
     cpu.register_blas()
     rng = np.random.default_rng(2)
-    small, thread_min = cpu.blas._SMALL_GEMM, cpu.blas.THREAD_MIN
-    shapes = [(16, 20, 24), (24, 48, 144), (256, 256, 256)]        # (m, n, k)
-    assert [m * n * k < small for m, n, k in shapes] == [True, False, False]
-    assert [m * n * k < thread_min for m, n, k in shapes] == [True, True, False]
+    small, thread_min, one_rows = cpu.blas._SMALL_GEMM, cpu.blas.THREAD_MIN, cpu.blas.ONE_ROWS
+    shapes = [(16, 20, 24), (24, 48, 144), (one_rows + 1, 40, 24), (256, 256, 256)]   # (m, n, k)
+    assert [m * n * k < small for m, n, k in shapes] == [True, False, False, False]
+    assert [m * n * k < thread_min for m, n, k in shapes] == [True, True, True, False]
+    assert [m <= one_rows for m, n, k in shapes] == [True, True, False, True]
     for (m, n, k), ta, tb, beta in itertools.product(shapes, (0, 1), (0, 1), (0.0, 1.0)):
         _gemm_strided(rng, dtype, m, n, k, ta, tb, beta, 2e-4 if dtype == np.float32 else 1e-12)
 
@@ -242,9 +244,10 @@ _MODE_CHECK = (
     "from fastbptt import cpu\n"
     "rng = np.random.default_rng(0)\n"
     # B 24, H 48: the time steps' products (24 x 48 x 144 for the GRU) are one-thread ones,
-    # which auto mode sends to MKL; B 2 takes ?gemv, the all-rows products stay tiny or big
+    # which auto mode sends to MKL; B 2 takes ?gemv; B 40 makes the all-rows products one-
+    # thread ones of T·B = 280 > ONE_ROWS rows, which stay on OpenBLAS
     "for cell in ('rnn', 'lstm', 'gru'):\n"
-    "    for B in (2, 24):\n"
+    "    for B in (2, 24, 40):\n"
     "        p = fastbptt.init_params(40, 48, 30, cell=cell, dtype=np.float64, seed=0)\n"
     "        x = rng.standard_normal((7, B, 40)); y = rng.integers(0, 30, (7, B))\n"
     "        for dt, tol in ((np.float64, {t64}), (np.float32, {t32})):\n"

@@ -18,14 +18,15 @@ _JIT = dict(cache=True, nogil=True, error_model="numpy")
 # choice of FASTBPTT_BLAS (:func:`blas_mode`):
 #
 # * ``auto`` (the default): SciPy's OpenBLAS (the one Numba's np.dot uses) for the big
-#   products that use every core, and Intel MKL for the products that run on one thread,
-#   when the optional ``mkl`` package is installed (``pip install "fastbptt[mkl]"``),
-#   else OpenBLAS for those too. Why the split: on the 2-vCPU AMD EPYC this was tuned on, a
-#   one-thread MKL product of a time step's size was about twice OpenBLAS's speed (16 x 128 x
-#   128: 9.7 against 18.0 us; 16 x 128 x 512: 31 against 60 us; OpenBLAS re-packs all of W on
-#   every call, 20% of ``fastbptt train``'s time in ``perf``), while MKL 2026.2 ran a big
-#   product on one thread only (it counts physical cores) at about 93 GFLOP/s, where OpenBLAS
-#   used both and reached about 200 on the large size's 8192 x 1024 x 1024 products.
+#   products that use every core, and Intel MKL for the one-thread products of up to
+#   ONE_ROWS rows (a time step's) when the optional ``mkl`` package is installed
+#   (``pip install "fastbptt[mkl]"``), else OpenBLAS for those too. Why the split: on the
+#   2-vCPU AMD EPYC this was tuned on, a one-thread MKL product of a time step's size was
+#   about twice OpenBLAS's speed (16 x 128 x 128: 9.7 against 18.0 us; 16 x 128 x 512: 31
+#   against 60 us; OpenBLAS re-packs all of W on every call, 20% of ``fastbptt train``'s time
+#   in ``perf``), while MKL 2026.2 ran a big product on one thread only (it counts physical
+#   cores) at about 93 GFLOP/s, where OpenBLAS used both and reached about 200 on the large
+#   size's 8192 x 1024 x 1024 products, and lost to one-thread OpenBLAS on long products.
 # * ``openblas``: every product on SciPy's OpenBLAS.
 # * ``mkl``: every product on MKL (the optional ``mkl`` package).
 #
@@ -183,6 +184,14 @@ _GEMV_ROWS = 8
 # The setting is the BLAS's thread-local one (OpenBLAS's openblas_set_num_threads_local or
 # MKL_Set_Num_Threads_Local), restored before the kernel returns.
 THREAD_MIN = 1 << 24
+# One-thread products of up to ONE_ROWS rows (a time step's, of a row block or not) go to the
+# one-thread library (MKL in auto mode); longer ones (the all-rows products of a row block or
+# of a bidirectional direction: T·B rows) stay on OpenBLAS, set to one thread. Measured on one
+# core, medians of 5, GFLOP/s MKL against OpenBLAS: rows 64 x 512 x 2048: 77 against 50,
+# 256 x 1024 x 2048: 83 against 70; but 512 x 128 x 96 (fastbptt train's head): 69 against
+# 81, 1600 x 64 x 512: 63 against 82, 3200 x 256 x 2048: 62 against 89, and Aᵀ B with
+# 2048 x 3200 x 256: 71 against 80 (MKL 2026.2's generic kernel blocks long products worse).
+ONE_ROWS = 256
 _threads_local = _nbt.ExternalFunction("fastbptt_threads_local", _nbt.int32(_nbt.int32))
 _one_threads_local = _nbt.ExternalFunction("fastbptt_one_threads_local", _nbt.int32(_nbt.int32))
 
@@ -304,7 +313,7 @@ def _gemm_raw(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, beta, scratch, fscratch):
         if scratch[9] == -1:
             scratch[10] = prev
         scratch[9] = want
-    if want == 1:               # a one-thread product (MKL in auto mode), big ones included
+    if want == 1 and m <= ONE_ROWS:     # a time step's one-thread product (MKL in auto mode)
         prev1 = _one_threads_local(1)
         if fsz == 4:
             _sgemm_one(*args)
