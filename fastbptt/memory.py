@@ -150,15 +150,17 @@ def estimate(T: int, B: int, n_in: int, n_hidden: int, n_out: int, *,
     if cl.S == 2:
         fixed["initial_state"] = B * SH * it                       # [h0 | c0] in one array
     from .cpu.parallel import parts_for
-    n_parts = parts_for(T, B, cl.G, H, I, O, truncate=truncate, checkpoint=checkpoint)
+    n_parts = parts_for(T, B, cl.G, H, I, O)
     if n_parts > 1:
         # rows across the cores (fastbptt.cpu.parallel): the parts' working sets together are
         # the whole call's when they run side by side (in turn, on a busy machine, only one
         # part's: this is the upper bound); on top, each part's copy of its rows of the
         # inputs, the targets (counted as class ids) and the loss weights, and every part's
-        # own gradients until they are added up
+        # own gradients; the whole call's gradients ("gradients" above) are only allocated
+        # when the parts are added up, after their working sets are freed, so the parts'
+        # gradients are n_parts - 1 more sets at the peak
         fixed["batch_split"] = (T * B * (I * it if inputs == "float" else 8) + T * B * 8
-                                + T * B * it + 2 * B * SH * it + n_parts * params)
+                                + T * B * it + 2 * B * SH * it + (n_parts - 1) * params)
 
     if fused:
         R = T * B

@@ -47,16 +47,20 @@ SPLIT_MAX = 1 << 27
 def parts_of(p, layers=1, directions=1) -> int:
     """How many row blocks the validated problem ``p`` runs as (1: not split); ``layers``:
     the recurrent layers times ``directions`` of a stacked model whose layer 0 ``p`` is."""
-    return parts_for(p.T, p.B, p.cell.G, p.H, p.n_in, p.n_out, layers, p.truncate, p.checkpoint,
-                     directions)
+    return parts_for(p.T, p.B, p.cell.G, p.H, p.n_in, p.n_out, layers, directions)
 
 
-def parts_for(T, B, G, H, n_in, n_out, layers=1, truncate=None, checkpoint=None,
-              directions=1) -> int:
+def parts_for(T, B, G, H, n_in, n_out, layers=1, directions=1) -> int:
     """:func:`parts_of` from the sizes (a stack: ``layers`` layers of width about H).
 
-    Truncated and checkpointed calls trade time for memory, and run whole: a split adds
-    copies of the parts' inputs and gradients (:func:`fastbptt.memory.estimate` counts them).
+    Truncated and checkpointed calls split like full BPTT (``truncate`` and ``checkpoint``
+    do not change the answer). They save memory on what grows with T·B·H, the states and
+    caches, and a split keeps that saving (each part holds its own rows' windows or
+    segments); it adds one copy of the per-step data (inputs, targets, loss weights: O(T·B),
+    or T·B·n_in for float inputs) and one set of gradients per part, which
+    :func:`fastbptt.memory.estimate` counts (``batch_split``). Running them whole left a core
+    idle: ``truncate=25`` at the small size cost 1.5-1.9x the full call whole, 1.0-1.3x split.
+    ``FASTBPTT_NUM_THREADS=1`` never splits, for the smallest footprint.
     Calls whose per-step products run on one thread (below
     :data:`~fastbptt.cpu.blas.THREAD_MIN` multiply-adds) split. Bigger ones already use
     every core; they split too up to :data:`SPLIT_MAX` when MKL serves the one-thread
@@ -64,8 +68,6 @@ def parts_for(T, B, G, H, n_in, n_out, layers=1, truncate=None, checkpoint=None,
     two directions already run side by side. The parts depend on the shapes, the core count
     and the BLAS only, never on the load.
     """
-    if truncate is not None or checkpoint is not None:
-        return 1
     n = min(blas.NTHREADS, B // MIN_ROWS)
     limit = SPLIT_MAX if directions == 1 and blas.one_thread_mkl() else blas.THREAD_MIN
     if n < 2 or B * G * H * H >= limit:
