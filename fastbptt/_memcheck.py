@@ -72,14 +72,12 @@ def check_fits(p, fused):
     width = (p.cell.K + p.cell.G + p.cell.D) * p.H             # state rows, projections, deltas
     if p.T * p.B * (width + p.n_out + n_x) * it < QUICK_BYTES:
         return
-    from .memory import estimate
+    from .memory import estimate, problem_args
 
     def need(truncate, checkpoint, fused):
-        return estimate(p.T, p.B, p.n_in, p.H, p.n_out, truncate=truncate, checkpoint=checkpoint,
-                        dtype=p.dtype, inputs=kind, vocab_size=None if p.E is None else p.E.shape[0],
-                        fused=fused, cell=p.cell.name).total
+        return estimate(**dict(problem_args(p), truncate=truncate, checkpoint=checkpoint),
+                        fused=fused).total
 
-    kind = "float" if p.x is not None else ("embed" if p.E is not None else "onehot")
     total = need(p.truncate, p.checkpoint, fused)
     avail, what = available_bytes()
     if avail is None or total <= avail:

@@ -73,7 +73,7 @@ def _ckpt_segment(checkpoint, T):
 def estimate(T: int, B: int, n_in: int, n_hidden: int, n_out: int, *,
              truncate: int | tuple[int, int] | None = None, checkpoint: int | str | None = None,
              dtype=np.float32, inputs: str = "onehot", vocab_size: int | None = None,
-             fused: bool | None = None, cell: str = "rnn") -> MemoryEstimate:
+             fused: bool | None = None, cell: str = "rnn", _parts: int | None = None) -> MemoryEstimate:
     """Predicted peak bytes of ``loss_and_grad`` on the CPU backend, by component.
 
     Parameters
@@ -150,17 +150,18 @@ def estimate(T: int, B: int, n_in: int, n_hidden: int, n_out: int, *,
     if cl.S == 2:
         fixed["initial_state"] = B * SH * it                       # [h0 | c0] in one array
     from .cpu.parallel import parts_for
-    n_parts = parts_for(T, B, cl.G, H, I, O)
+    n_parts = parts_for(T, B, cl.G, H, I, O) if _parts is None else _parts
+    if n_parts > 1 and _parts is None and (tr is not None or checkpoint is not None):
+        whole = estimate(T, B, n_in, n_hidden, n_out, truncate=truncate, checkpoint=checkpoint,
+                         dtype=dt, inputs=inputs, vocab_size=vocab_size, fused=fused, cell=cell,
+                         _parts=1).total
+        if not split_pays(_split_bytes(T, B, I, it, inputs, B * SH * it, params, n_parts), whole):
+            n_parts = 1
     if n_parts > 1:
         # rows across the cores (fastbptt.cpu.parallel): the parts' working sets together are
         # the whole call's when they run side by side (in turn, on a busy machine, only one
-        # part's: this is the upper bound); on top, each part's copy of its rows of the
-        # inputs, the targets (counted as class ids) and the loss weights, and every part's
-        # own gradients; the whole call's gradients ("gradients" above) are only allocated
-        # when the parts are added up, after their working sets are freed, so the parts'
-        # gradients are n_parts - 1 more sets at the peak
-        fixed["batch_split"] = (T * B * (I * it if inputs == "float" else 8) + T * B * 8
-                                + T * B * it + 2 * B * SH * it + (n_parts - 1) * params)
+        # part's: this is the upper bound); on top, what the split copies (_split_bytes)
+        fixed["batch_split"] = _split_bytes(T, B, I, it, inputs, B * SH * it, params, n_parts)
 
     if fused:
         R = T * B
@@ -216,6 +217,38 @@ def estimate(T: int, B: int, n_in: int, n_hidden: int, n_out: int, *,
         if best is None or tot > best[0]:
             best = (tot, name, full)
     return _finish(best[2], best[1])
+
+
+# A truncated or checkpointed call (the memory-saving modes) splits its rows across the
+# cores only when the split adds at most this share of the whole call's peak, or at most
+# SPLIT_MEMORY_BYTES: a few MiB never matter, while a copy of long float inputs (the
+# memprofile size with float inputs and checkpoint="sqrt": 32 MiB on 5 MiB) would undo the
+# point of the mode.
+SPLIT_MEMORY_SHARE = 0.25
+SPLIT_MEMORY_BYTES = 8 << 20
+
+
+def split_pays(extra: int, whole: int) -> bool:
+    """Whether a memory-saving call may split: the split adds ``extra`` bytes to ``whole``."""
+    return extra <= max(SPLIT_MEMORY_SHARE * whole, SPLIT_MEMORY_BYTES)
+
+
+def _split_bytes(T, B, I, it, inputs, state_bytes, params, n_parts):
+    """What splitting the rows into n_parts adds (fastbptt.cpu.parallel.rows_of, combine)."""
+    # each part's copy of its rows of the inputs (float rows or ids), the targets (counted as
+    # class ids) and the loss weights, the states, and the parts' own gradients; the whole
+    # call's gradients ("gradients") are only allocated when the parts are added up, after
+    # their working sets are freed, so the parts hold n_parts - 1 more sets at the peak
+    return (T * B * (I * it if inputs == "float" else 8) + T * B * 8 + T * B * it
+            + 2 * state_bytes + (n_parts - 1) * params)
+
+
+def problem_args(p) -> dict:
+    """:func:`estimate`'s arguments for a validated problem ``p``."""
+    return dict(T=p.T, B=p.B, n_in=p.n_in, n_hidden=p.H, n_out=p.n_out, truncate=p.truncate,
+                checkpoint=p.checkpoint, dtype=p.dtype,
+                inputs="float" if p.x is not None else ("embed" if p.E is not None else "onehot"),
+                vocab_size=None if p.E is None else p.E.shape[0], cell=p.cell.name)
 
 
 def _finish(comp, phase):

@@ -125,6 +125,45 @@ def test_which_calls_split(monkeypatch):
     assert parallel.parts_of(_problem(B=32, T=100)) == 1
 
 
+def _problem_with(T, B, H, n_in, n_out, input_kind, **opt):
+    case = make_case(T=T, B=B, H=H, n_in=n_in, n_out=n_out, vocab=n_in, dtype=np.float32,
+                     input_kind=input_kind)
+    return V.validate_loss_and_grad(case["params"], case["inputs"], case["targets"], case["h0"],
+                                    "tanh", "cross_entropy", "sum", None, False, "cpu",
+                                    opt.get("truncate"), opt.get("checkpoint"), cell="rnn")
+
+
+def test_memory_saving_calls_split_when_the_copies_are_small(monkeypatch):
+    """Truncated and checkpointed calls split only when the split's copies are at most a
+    quarter of the call's estimated peak or 8 MiB (fastbptt.memory.split_pays), and the
+    estimate counts the split exactly when the call makes it."""
+    from fastbptt import memory as M
+    monkeypatch.setattr(blas, "NTHREADS", 2)
+    monkeypatch.setattr(blas, "one_thread_mkl", lambda: False)
+    cases = [  # (T, B, H, n_in, n_out, inputs, options, splits)
+        (100, 32, 128, 64, 64, "float", dict(truncate=25), True),           # the small size
+        (100, 32, 128, 64, 64, "onehot", dict(checkpoint=10), True),
+        (1000, 32, 256, 256, 256, "onehot", dict(truncate=(25, 25)), True),  # memprofile: 1.4 MiB
+        # a copy of [1000, 32, 256] float inputs (32 MiB) for a 5 MiB checkpointed call
+        (1000, 32, 256, 256, 256, "float", dict(checkpoint=32), False),
+        (1000, 32, 256, 256, 256, "float", dict(), True),                   # full BPTT splits
+    ]
+    for T, B, H, n_in, n_out, kind, opt, splits in cases:
+        p = _problem_with(T, B, H, n_in, n_out, kind, **opt)
+        assert parallel.parts_of(p) == (2 if splits else 1), (T, kind, opt)
+        est = M.estimate(**M.problem_args(p))
+        assert ("batch_split" in est.components) == splits
+        if opt and splits:
+            whole = M.estimate(**M.problem_args(p), _parts=1).total
+            assert est.components["batch_split"] <= max(M.SPLIT_MEMORY_SHARE * whole,
+                                                        M.SPLIT_MEMORY_BYTES)
+    # with no allowance, only full BPTT splits
+    monkeypatch.setattr(M, "SPLIT_MEMORY_SHARE", 0.0)
+    monkeypatch.setattr(M, "SPLIT_MEMORY_BYTES", 0)
+    assert parallel.parts_of(_problem_with(100, 32, 128, 64, 64, "float", truncate=25)) == 1
+    assert parallel.parts_of(_problem_with(100, 32, 128, 64, 64, "float")) == 2
+
+
 def test_bounds_cover_the_batch_in_order():
     for B, n in [(7, 3), (9, 3), (2, 2), (64, 2), (5, 5)]:
         b = parallel.bounds(B, n)
