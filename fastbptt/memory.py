@@ -155,13 +155,15 @@ def estimate(T: int, B: int, n_in: int, n_hidden: int, n_out: int, *,
         whole = estimate(T, B, n_in, n_hidden, n_out, truncate=truncate, checkpoint=checkpoint,
                          dtype=dt, inputs=inputs, vocab_size=vocab_size, fused=fused, cell=cell,
                          _parts=1).total
-        if not split_pays(_split_bytes(T, B, I, it, inputs, B * SH * it, params, n_parts), whole):
+        if not split_pays(_split_bytes(T, B, I, it, inputs, B * SH * it, params, n_parts,
+                                       fixed["weight_copies"]), whole):
             n_parts = 1
     if n_parts > 1:
         # rows across the cores (fastbptt.cpu.parallel): the parts' working sets together are
         # the whole call's when they run side by side (in turn, on a busy machine, only one
         # part's: this is the upper bound); on top, what the split copies (_split_bytes)
-        fixed["batch_split"] = _split_bytes(T, B, I, it, inputs, B * SH * it, params, n_parts)
+        fixed["batch_split"] = _split_bytes(T, B, I, it, inputs, B * SH * it, params, n_parts,
+                                            0 if fused else fixed["weight_copies"])
 
     if fused:
         R = T * B
@@ -233,14 +235,14 @@ def split_pays(extra: int, whole: int) -> bool:
     return extra <= max(SPLIT_MEMORY_SHARE * whole, SPLIT_MEMORY_BYTES)
 
 
-def _split_bytes(T, B, I, it, inputs, state_bytes, params, n_parts):
+def _split_bytes(T, B, I, it, inputs, state_bytes, params, n_parts, weight_copies):
     """What splitting the rows into n_parts adds (fastbptt.cpu.parallel.rows_of, combine)."""
     # each part's copy of its rows of the inputs (float rows or ids), the targets (counted as
-    # class ids) and the loss weights, the states, and the parts' own gradients; the whole
-    # call's gradients ("gradients") are only allocated when the parts are added up, after
-    # their working sets are freed, so the parts hold n_parts - 1 more sets at the peak
+    # class ids) and the loss weights, the states, the parts' own gradients (the first
+    # part's become the call's: n_parts - 1 more sets) and, in the engine, every part's own
+    # copies of the weights (Uᵀ for one-hot ids)
     return (T * B * (I * it if inputs == "float" else 8) + T * B * 8 + T * B * it
-            + 2 * state_bytes + (n_parts - 1) * params)
+            + 2 * state_bytes + (n_parts - 1) * (params + weight_copies))
 
 
 def problem_args(p) -> dict:

@@ -47,8 +47,8 @@ TANH32_ULP = 4
 # stream loop falls by more). A diverging learning rate raises the loss instead.
 README_LOOP_MIN_DROP = 0.05
 # memory.estimate against the tracemalloc peak at the README's memprofile sizes (T = 1000,
-# B = 32, H = 256, vocabulary 256), k >= 4: measured within 2.3% (k = 4), 0.3% from k = 8;
-# the README states 3%.
+# B = 32, H = 256, vocabulary 256), k >= 8: measured within 0.8% with the batch split across
+# two cores (k = 4: 3.1%; whole, 2.5%); the README states 3%.
 ESTIMATE_README_REL = 0.03
 # ... and at small sizes (a few hundred KiB in all), where a few KiB of fixed overhead the
 # estimate does not model count: measured within 4.2% of the total, 6.6% of the part that

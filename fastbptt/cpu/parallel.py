@@ -138,7 +138,7 @@ def combine(outs, state_axis=0, states=("h0",)):
         if k in states:
             grads[k] = np.concatenate([o[1][k] for o in outs], axis=state_axis)
         else:
-            acc = g.copy()
+            acc = g                  # the first part's own array: no new set at the peak
             for o in outs[1:]:
                 acc += o[1][k]
             grads[k] = acc
