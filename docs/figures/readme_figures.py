@@ -227,7 +227,9 @@ def bench_dtype(js64, js32):
     if "fastbptt" in t32:
         s += f", {t['fastbptt'] / t32['fastbptt']:.2f}× the {js32['dtype']} time"
     if "torch" in t:
-        s += f", {t['torch'] / t['fastbptt']:.2f}× faster than PyTorch in {js64['dtype']}"
+        r = t["torch"] / t["fastbptt"]
+        s += (f", {r:.2f}× PyTorch's speed in {js64['dtype']} "
+              f"({ms(t['torch'] / 1e3)} ms)")
     meta = js64.get("meta") or dict(date=js64["time"], cpu=js64["machine"]["cpu"],
                                     cores=js64["machine"]["cores"], command=js64["command"])
     return s + ".\n\n" + provenance(meta)
