@@ -46,11 +46,20 @@ SPLIT_MAX = 1 << 27
 
 def parts_of(p, layers=1, directions=1) -> int:
     """How many row blocks the validated problem ``p`` runs as (1: not split); ``layers``:
-    the recurrent layers times ``directions`` of a stacked model whose layer 0 ``p`` is."""
+    the recurrent layers times ``directions`` of a stacked model whose layer 0 ``p`` is.
+
+    Full BPTT splits as :func:`parts_for` says. Truncated and checkpointed calls save memory
+    on what grows with T·B·H (states and caches); a split keeps that saving (each part holds
+    its own rows' windows or segments) but adds one copy of the per-step data (inputs,
+    targets, loss weights: O(T·B) values, T·B·n_in for float inputs) and a set of gradients
+    per part. So they split only when :func:`fastbptt.memory.split_pays` (at most a quarter
+    of the call's estimated peak, or 8 MiB), decided by :func:`fastbptt.memory.estimate`,
+    which then counts the copies (``batch_split``). Run whole, they left a core idle:
+    ``truncate=25`` at the small size cost 1.5-1.9x the full call whole, 1.0-1.3x split.
+    ``FASTBPTT_NUM_THREADS=1`` never splits, for the smallest footprint.
+    """
     n = parts_for(p.T, p.B, p.cell.G, p.H, p.n_in, p.n_out, layers, directions)
     if n > 1 and (p.truncate is not None or p.checkpoint is not None):
-        # the memory-saving modes split only when the split's copies are small next to the
-        # call (fastbptt.memory.split_pays); the estimate decides exactly as this does
         from ..memory import estimate, problem_args
         if "batch_split" not in estimate(**problem_args(p)).components:
             return 1
@@ -58,18 +67,10 @@ def parts_of(p, layers=1, directions=1) -> int:
 
 
 def parts_for(T, B, G, H, n_in, n_out, layers=1, directions=1) -> int:
-    """:func:`parts_of` from the sizes (a stack: ``layers`` layers of width about H).
+    """Row blocks of a full-BPTT call, from the sizes (a stack: ``layers`` layers of width
+    about H); :func:`parts_of` adds the rule for truncated and checkpointed calls.
 
-    Truncated and checkpointed calls save memory on what grows with T·B·H (states and
-    caches), and a split keeps that saving (each part holds its own rows' windows or
-    segments), but it adds one copy of the per-step data (inputs, targets, loss weights:
-    O(T·B) values, T·B·n_in for float inputs) and a set of gradients per part. So
-    :func:`parts_of` splits them only when :func:`fastbptt.memory.split_pays` (at most a
-    quarter of the call's estimated peak, or 8 MiB); :func:`fastbptt.memory.estimate` counts
-    the copies (``batch_split``). Run whole, they left a core idle: ``truncate=25`` at the
-    small size cost 1.5-1.9x the full call whole, 1.0-1.3x split. ``FASTBPTT_NUM_THREADS=1``
-    never splits, for the smallest footprint. This function sees sizes only; it answers for
-    full BPTT. Calls whose per-step products run on one thread (below
+    Calls whose per-step products run on one thread (below
     :data:`~fastbptt.cpu.blas.THREAD_MIN` multiply-adds) split. Bigger ones already use
     every core; they split too up to :data:`SPLIT_MAX` when MKL serves the one-thread
     products (:func:`~fastbptt.cpu.blas.one_thread_mkl`), except bidirectional models, whose
