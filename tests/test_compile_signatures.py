@@ -10,6 +10,9 @@ kernel calls are compiled into it and, loaded from the on-disk cache, show no si
 their own: the kernel's signatures, and which helper code each kind selects, are what is
 checked.)
 """
+import inspect
+import os
+
 import numba
 import numpy as np
 import pytest
@@ -111,24 +114,29 @@ def test_repeat_and_prepared_calls_add_no_signature(compiled):
     assert _f32(fused.fused_full_bptt) == before
 
 
-def _names(impl):
-    """The global names an overload's implementation calls."""
-    return set(impl.__code__.co_names)
-
-
 @pytest.mark.parametrize("kind", ["float", "onehot", "embed"])
 def test_input_kind_selects_only_its_code(kind):
     f2, i1, f1, none = types.float32[:, ::1], types.int64[::1], types.float32[::1], types.none
     x, ids, E = {"float": (f2, none, none), "onehot": (none, i1, none),
                  "embed": (none, i1, f2)}[kind]
-    proj = _names(fused._project(x, ids, E, f2, f1, f2, f2, f1, f1))
-    grads = _names(fused._input_side_grads(types.int64[:, ::1], f2, x, ids, E, f2, f2, f2, f1,
-                                           none if E is none else f2, f1, f1))
-    want = {"float": ("_project_rows", "input_grads"), "onehot": ("_project_onehot", "onehot_grads"),
-            "embed": ("_project_embed", "_embed_grads")}
-    every = {n for pair in want.values() for n in pair}
-    assert proj & every == {want[kind][0]}
-    assert grads & every == {want[kind][1]}
+    proj, ppick, _ = fused._choose_project(x, ids, E, f2, f1, f2, f2, f1, f1)
+    grads, gpick, _ = fused._choose_input_side_grads(types.int64[:, ::1], f2, x, ids, E, f2, f2,
+                                                     f2, f1, none if E is none else f2, types.float64,
+                                                     f1, f1)
+    want = {"float": (fused._project_rows, fused.input_grads),
+            "onehot": (fused._project_onehot, fused.onehot_grads),
+            "embed": (fused._project_embed, fused._embed_grads)}
+    assert (proj, grads) == want[kind]
+    # the kernel gets the arguments its parameters name: stub parameter names by position
+    for stub, kernel, pick in ((fused.project, proj, ppick), (fused.input_side_grads, grads, gpick)):
+        stub_names = list(inspect.signature(stub).parameters)
+        got = [stub_names[i] for i in pick]
+        names = list(inspect.signature(kernel.py_func).parameters)
+        assert [_ALIAS.get(n, n) for n in names] == got, (kernel, names, got)
+
+
+# kernel parameter names that differ from the stub's for the same argument
+_ALIAS = {"gUT": "gU"}
 
 
 @pytest.mark.parametrize("loss", ["ids", "probs", "mse"])
@@ -136,6 +144,113 @@ def test_loss_selects_only_its_head(loss):
     f2, f1, none = types.float32[:, ::1], types.float32[::1], types.none
     tgt, yprob, ymse = {"ids": (types.int64[::1], none, none), "probs": (none, f2, none),
                         "mse": (none, none, f2)}[loss]
-    heads = {"ids": "softmax_xent_ids", "probs": "softmax_xent_probs", "mse": "mse_rows"}
-    names = _names(fused._head_loss(f2, tgt, yprob, ymse, f1))
-    assert names & set(heads.values()) == {heads[loss]}
+    heads = {"ids": fused.softmax_xent_ids, "probs": fused.softmax_xent_probs,
+             "mse": fused.mse_rows}
+    kernel, pick, _ = fused._choose_head_loss(f2, tgt, yprob, ymse, f1)
+    assert kernel is heads[loss]
+    # the head's (o, y, w) are the stub's o, this loss's target and w
+    stub_names = list(inspect.signature(fused.head_loss).parameters)
+    target = {"ids": "tgt", "probs": "yprob", "mse": "ymse"}[loss]
+    assert list(inspect.signature(kernel.py_func).parameters) == ["o", "y", "w"]
+    assert [stub_names[i] for i in pick] == ["o", target, "w"]
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_cell_tag_selects_its_pointwise_kernels(cell):
+    """cell_forward / cell_backward call the tag's cell's kernels with the stub's arguments
+    after the tag, by position: the kernels' parameters must be those, in that order."""
+    from fastbptt.cpu import steps
+    tag = numba.typeof(cell_tag(get_cell(cell)))
+    mod = {"rnn": steps.rnn, "lstm": steps.lstm, "gru": steps.gru}[cell]
+    for stub, want in ((steps.cell_forward, mod.forward_pointwise),
+                       (steps.cell_backward, mod.backward_pointwise)):
+        kernel, pick, cast = steps._choose_cell(stub)(tag)
+        assert kernel is want and cast is None
+        stub_names = list(inspect.signature(stub).parameters)
+        assert [stub_names[i] for i in pick] == list(inspect.signature(kernel.py_func).parameters)
+
+
+# --------------------------------------------------------------------------- compile once
+def test_gemm_compiles_once_per_dtype():
+    """gemm's compiled calls reach _gemm with layout-'A' arrays and integer flags, whatever
+    the operands' layouts and however the flags are written: one _gemm per dtype."""
+    from fastbptt.cpu import blas
+
+    @numba.njit
+    def calls(A, B, C, sc, fs):
+        blas.gemm(A, 0, B, 1, C, 0.0, sc, fs)                    # C-contiguous, literal flags
+        blas.gemm(A[:, :3], 0, B[:, :3], 1, C, 1.0, sc, fs)      # strided rows
+        blas.gemm(A.T.copy(), True, B[:4], 1, C[:, :4], 1, sc, fs)   # bool flag, int beta, strided C
+
+    blas.register_blas()
+    rng = np.random.default_rng(0)
+    A, B, C = (rng.standard_normal(s).astype(np.float32) for s in ((5, 6), (7, 6), (5, 7)))
+    sc, fs = fastbptt.cpu.gemm_scratch(1, C)
+    want = A @ B.T + A[:, :3] @ B[:, :3].T
+    want[:, :4] += A @ B[:4].T
+    calls(A, B, C, sc, fs)
+    fastbptt.cpu.restore_threads(sc)
+    np.testing.assert_allclose(C, want, rtol=1e-5, atol=1e-5)
+    for sig in blas._gemm.signatures:
+        assert [a.layout for a in (sig[0], sig[2], sig[4])] == ["A", "A", "A"], sig
+        assert sig[1] == sig[3] == types.intp and sig[5] == types.float64, sig
+    f32 = [s for s in blas._gemm.signatures
+           if s[4].dtype == types.float32 and s[0].mutable and s[2].mutable]
+    assert len(f32) == 1, f32
+
+
+def test_a_choice_that_fits_no_kernel_is_a_typing_error():
+    """A stub call whose argument types choose no kernel fails to compile, naming the stub;
+    it never falls through to the stub's Python body."""
+    from fastbptt.cpu.activations import tanh_s
+
+    @numba.njit
+    def f(v):
+        return tanh_s(v)
+
+    assert f(np.float32(0.5)) == pytest.approx(np.tanh(0.5), abs=1e-6)
+    with pytest.raises(numba.core.errors.TypingError, match="tanh_s"):
+        f(3)
+
+
+_COUNT = r"""
+import collections, sys
+from numba.core import event
+n = collections.Counter()
+class L(event.Listener):
+    def on_start(self, ev):
+        d = ev.data.get("dispatcher")
+        if d is not None and d.py_func.__module__.startswith("fastbptt"):
+            n[d.py_func.__module__ + "." + d.py_func.__qualname__] += 1
+    def on_end(self, ev):
+        pass
+event.register("numba:compile", L())
+import numpy as np, fastbptt
+cell = sys.argv[1]
+p = fastbptt.init_params(65, 100, 65, cell=cell, seed=0)
+rng = np.random.default_rng(0)
+fastbptt.loss_and_grad(p, rng.integers(0, 65, (25, 1)), rng.integers(0, 65, (25, 1)), cell=cell)
+for k, v in sorted(n.items()):
+    print(v, k)
+"""
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_a_cold_first_call_compiles_each_function_once(cell, tmp_path):
+    """On an empty Numba cache the min-char call compiles every fastbptt function it uses
+    once, and no wrapper of a compile-time choice (overload implementations compiled per
+    signature and gemm compiled per operand layout had doubled the cold call's time)."""
+    import subprocess
+    import sys
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    out = subprocess.run([sys.executable, "-c", _COUNT, cell], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    counts = {line.split()[1]: int(line.split()[0]) for line in out.stdout.splitlines()}
+    assert "fastbptt.cpu.fused.fused_full_bptt" in counts and "fastbptt.cpu.blas._gemm" in counts
+    assert all(v == 1 for v in counts.values()), counts
+    # inlined helpers and the dispatch stubs compile nothing of their own
+    for name in ("fastbptt.cpu.blas.gemm", "fastbptt.cpu.steps.forward_step",
+                 "fastbptt.cpu.steps.backward_step", "fastbptt.cpu.fused.head_rows"):
+        assert name not in counts, counts
+    assert not [k for k in counts if "<locals>" in k], counts

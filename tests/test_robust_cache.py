@@ -145,7 +145,7 @@ def test_stale_cache_after_source_change(tmp_path, request):
 def test_every_kernel_is_stamped_with_the_whole_package(tmp_path):
     from fastbptt import _jit
     from fastbptt.cpu import blas, fused
-    for disp in (fused.fused_full_bptt, blas._gemm_raw):
+    for disp in (fused.fused_full_bptt, blas._gemm):
         assert disp._cache._cache_file._source_stamp == _jit.package_stamp()
     pkg = tmp_path / "pkg"
     shutil.copytree(ROOT / "fastbptt", pkg, ignore=shutil.ignore_patterns("__pycache__"))

@@ -12,9 +12,10 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 from numba import types
-from numba.extending import intrinsic, overload
+from numba.extending import intrinsic
 
 from .._jit import njit
+from ._static import static_dispatch
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
 
@@ -142,24 +143,18 @@ def sigmoid_s(v):
     return 1.0 / (1.0 + np.exp(-v))
 
 
-# The scalar functions are chosen by the argument's type when a kernel compiles and inlined
-# there: no runtime branch, no call per element, so the loops around them vectorise.
-@overload(tanh_s, inline="always")
-def _tanh_s(v):
-    if v == types.float32:
-        return lambda v: tanh_f32(v)
-    if v == types.float64:
-        return lambda v: tanh_f64(v)
-    return lambda v: np.tanh(v)
+@njit(**_JIT)
+def sigmoid_f32(v):
+    """σ(v) of a float32 scalar as ½ + ½·tanh_f32(v/2): vectorisable like :func:`tanh_f32`."""
+    h = np.float32(0.5)
+    return h * tanh_f32(h * v) + h
 
 
-@overload(sigmoid_s, inline="always")
-def _sigmoid_s(v):
-    if v == types.float32:
-        def f32(v):
-            h = np.float32(0.5)
-            return h * tanh_f32(h * v) + h
-        return f32
-    if v == types.float64:
-        return lambda v: sigmoid_f64(v)
-    return lambda v: 1.0 / (1.0 + np.exp(-v))
+# The scalar functions are chosen by the argument's type when a kernel compiles: the call
+# goes straight to that dtype's function, which LLVM inlines (no runtime branch, no call
+# per element), so the loops around them vectorise.
+_SCALAR = {"tanh": {types.float32: tanh_f32, types.float64: tanh_f64},
+           "sigmoid": {types.float32: sigmoid_f32, types.float64: sigmoid_f64}}
+static_dispatch(tanh_s, lambda v: (_SCALAR["tanh"][v], (0,), None) if v in _SCALAR["tanh"] else None)
+static_dispatch(sigmoid_s, lambda v: (_SCALAR["sigmoid"][v], (0,), None)
+                if v in _SCALAR["sigmoid"] else None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._jit import njit
+from ._static import static_dispatch
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
 
@@ -209,7 +210,7 @@ def _max_threads():
     return max(1, n)
 
 
-@njit(**_JIT)
+@njit(inline="always", **_JIT)
 def gemm_scratch(nthreads, dtype_like):
     """The scratch arrays :func:`gemm` takes, for big products on up to nthreads threads."""
     sc = np.empty(11, np.int32)
@@ -219,7 +220,7 @@ def gemm_scratch(nthreads, dtype_like):
     return sc, np.empty(2, dtype_like.dtype)
 
 
-@njit(**_JIT)
+@njit(inline="always", **_JIT)
 def restore_threads(scratch):
     """Put back the BLAS thread setting :func:`gemm` found, if it changed it."""
     if scratch[9] != -1:
@@ -227,17 +228,6 @@ def restore_threads(scratch):
         scratch[9] = -1
 
 
-@njit(**_JIT)
-def _ld(M, isz):
-    """BLAS leading dimension of a row-major 2-D array: its row stride. A single row's stride
-    is whatever NumPy left there (any value is valid for a length-1 axis), so it is the row
-    length then, as BLAS requires ld >= max(1, columns)."""
-    if M.shape[0] > 1:
-        return M.strides[0] // isz
-    return max(1, M.shape[1])
-
-
-@njit(**_JIT)
 def gemm(A, ta, B, tb, C, beta, scratch, fscratch):
     """C = op(A) @ op(B) + beta·C for row-major 2-D arrays, op = transpose if t.
 
@@ -246,10 +236,32 @@ def gemm(A, ta, B, tb, C, beta, scratch, fscratch):
     scratch int32[11] and fscratch (C's dtype)[2] hold the by-reference Fortran arguments;
     scratch[8] is the most threads a big product may use, scratch[9] the thread count last
     set (-1: none yet) and scratch[10] the caller's setting, for :func:`restore_threads`.
+    Callable from Python and from compiled code.
     """
-    # Callers pass contiguous and strided operands, so this wrapper compiles for several
-    # layouts; it only reads sizes, strides and addresses, and the BLAS call itself
-    # (_gemm_raw, scalar arguments) compiles once per dtype: less to compile on a cold start.
+    _gemm(A, int(ta), B, int(tb), C, float(beta), scratch, fscratch)
+
+
+# Compiled callers pass C-contiguous and strided operands and literal transpose flags, so a
+# plain @njit gemm compiled once per combination (five for the first min-char call), each
+# re-optimising and re-emitting the BLAS call's code. A compiled call of gemm instead views
+# the arrays as layout 'A' and the flags as integers and calls _gemm: one per dtype.
+def _choose_gemm(A, ta, B, tb, C, beta, scratch, fscratch):
+    if not all(isinstance(t, _nbt.Array) and t.ndim == 2 for t in (A, B, C)):
+        return None
+    if not all(isinstance(t, (_nbt.Integer, _nbt.Boolean)) for t in (ta, tb)):
+        return None
+    if not isinstance(beta, (_nbt.Float, _nbt.Integer)):
+        return None
+    return _gemm, range(8), (A.copy(layout="A"), _nbt.intp, B.copy(layout="A"), _nbt.intp,
+                             C.copy(layout="A"), _nbt.float64, scratch, fscratch)
+
+
+static_dispatch(gemm, _choose_gemm)
+
+
+@njit(**_JIT)
+def _gemm(A, ta, B, tb, C, beta, scratch, fscratch):
+    """:func:`gemm` on layout-'A' arrays and integer flags: compiled once per dtype."""
     m, n = C.shape
     k = A.shape[0] if ta else A.shape[1]
     if m == 0 or n == 0:
@@ -259,14 +271,16 @@ def gemm(A, ta, B, tb, C, beta, scratch, fscratch):
             for j in range(n):
                 C[i, j] = C[i, j] * beta if beta != 0 else 0
         return
-    isz = C.itemsize
-    _gemm_raw(1 if ta else 0, 1 if tb else 0, m, n, k, A.ctypes.data, _ld(A, isz),
-              B.ctypes.data, _ld(B, isz), C.ctypes.data, _ld(C, isz), float(beta), scratch, fscratch)
-
-
-@njit(**_JIT)
-def _gemm_raw(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, beta, scratch, fscratch):
-    """:func:`gemm` on addresses and leading dimensions (m, n, k > 0); fscratch sets the dtype."""
+    fsz = C.itemsize
+    # leading dimensions: the row strides; a single row's stride is whatever NumPy left there
+    # (any value is valid for a length-1 axis), so it is the row length then, as BLAS wants
+    # ld >= max(1, columns)
+    lda = A.strides[0] // fsz if A.shape[0] > 1 else max(1, A.shape[1])
+    ldb = B.strides[0] // fsz if B.shape[0] > 1 else max(1, B.shape[1])
+    ldc = C.strides[0] // fsz if C.shape[0] > 1 else max(1, C.shape[1])
+    a = A.ctypes.data
+    b = B.ctypes.data
+    c = C.ctypes.data
     # row-major C = op(A) op(B)  <=>  column-major Cᵀ = op(B)ᵀ op(A)ᵀ
     scratch[0] = 84 if tb else 78        # 'T' / 'N'
     scratch[1] = 84 if ta else 78
@@ -280,7 +294,6 @@ def _gemm_raw(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, beta, scratch, fscratch):
     fscratch[1] = beta
     s = scratch.ctypes.data
     f = fscratch.ctypes.data
-    fsz = fscratch.itemsize
     args = (s, s + 4, s + 8, s + 12, s + 16, f, b, s + 20, a, s + 24, f + fsz, c, s + 28)
     mnk = m * n * k
     if m <= _GEMV_ROWS and mnk < THREAD_MIN:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 from numba import types
-from numba.extending import overload
 
 from .._jit import njit
+from ._static import static_dispatch
 from .blas import LP64_MAX, gemm, gemm_scratch, register_blas, restore_threads, threads_now
 from .heads import mse_rows, softmax_xent_ids, softmax_xent_probs
 from .steps import (backward_step, cell_tag, forward_step, input_delta, input_grads, onehot_grads,
@@ -24,8 +24,8 @@ _JIT = dict(cache=True, nogil=True, error_model="numpy")
 
 
 # Input kinds and losses are compile-time choices: which arguments are None is part of the
-# signature, and the overloads below pick their implementation from the argument types when
-# the caller compiles, so a call compiles only its input kind's and its loss's code. (Numba's
+# signature, and the stubs below (project, input_side_grads, head_loss) call the kernel their
+# argument types choose when the caller compiles (cpu/_static.py), so a call compiles only its input kind's and its loss's code. (Numba's
 # dead-branch pruning resolves ``x is None`` only for None-typed arguments, never for an
 # array, so ``if`` on None would still compile the other kinds' branches.)
 
@@ -68,49 +68,45 @@ def project(x, ids, E, U, b, pre, xe, sc, fs):
     None) or ids into E (x None; the rows are gathered into xe [R, I] first)."""
 
 
-@overload(project, inline="always")
-def _project(x, ids, E, U, b, pre, xe, sc, fs):
+def _choose_project(x, ids, E, U, b, pre, xe, sc, fs):
     if not _none(x):
-        def impl(x, ids, E, U, b, pre, xe, sc, fs):
-            _project_rows(x, U, b, pre, sc, fs)
-    elif _none(E):
-        def impl(x, ids, E, U, b, pre, xe, sc, fs):
-            _project_onehot(ids, U, b, pre)
-    else:
-        def impl(x, ids, E, U, b, pre, xe, sc, fs):
-            _project_embed(ids, E, U, b, pre, xe, sc, fs)
-    return impl
+        return _project_rows, (0, 3, 4, 5, 7, 8), None
+    if _none(E):
+        return _project_onehot, (1, 3, 4, 5), None
+    return _project_embed, (1, 2, 3, 4, 5, 6, 7, 8), None
 
 
-def input_side_grads(xblocks, delta, x, ids, E, xe, U, gU, gb, gE, sc, fs):
-    """gU, gb (and for embedded ids gE) from the deltas [R, D·H]; the kind as in
-    :func:`project`. One-hot ids write gU transposed [I, G·H]."""
+static_dispatch(project, _choose_project)
+
+
+def input_side_grads(xblocks, delta, x, ids, E, xe, U, gU, gb, gE, beta, sc, fs):
+    """gU, gb (and for embedded ids gE) (+)= their gradients from the deltas [R, D·H]
+    (written for beta 0, added for beta 1); the kind as in :func:`project`. One-hot ids
+    write gU transposed [I, G·H]."""
 
 
 @njit(**_JIT)
-def _embed_grads(xblocks, delta, ids, xe, U, gU, gb, gE, sc, fs):
-    input_grads(xblocks, delta, xe, gU, gb, 0.0, sc, fs)
+def _embed_grads(xblocks, delta, ids, xe, U, gU, gb, gE, beta, sc, fs):
+    input_grads(xblocks, delta, xe, gU, gb, beta, sc, fs)
     dx = xe                                                 # E[ids] is dead: δU goes there
     input_delta(xblocks, delta, U, dx, sc, fs)
-    gE[:] = 0
+    if beta == 0:
+        gE[:] = 0
     for r in range(dx.shape[0]):
         row = gE[ids[r]]
         for j in range(dx.shape[1]):
             row[j] += dx[r, j]
 
 
-@overload(input_side_grads, inline="always")
-def _input_side_grads(xblocks, delta, x, ids, E, xe, U, gU, gb, gE, sc, fs):
+def _choose_input_side_grads(xblocks, delta, x, ids, E, xe, U, gU, gb, gE, beta, sc, fs):
     if not _none(x):
-        def impl(xblocks, delta, x, ids, E, xe, U, gU, gb, gE, sc, fs):
-            input_grads(xblocks, delta, x, gU, gb, 0.0, sc, fs)
-    elif _none(E):
-        def impl(xblocks, delta, x, ids, E, xe, U, gU, gb, gE, sc, fs):
-            onehot_grads(xblocks, delta, ids, gU, gb, 0.0)
-    else:
-        def impl(xblocks, delta, x, ids, E, xe, U, gU, gb, gE, sc, fs):
-            _embed_grads(xblocks, delta, ids, xe, U, gU, gb, gE, sc, fs)
-    return impl
+        return input_grads, (0, 1, 2, 7, 8, 10, 11, 12), None
+    if _none(E):
+        return onehot_grads, (0, 1, 3, 7, 8, 10), None
+    return _embed_grads, (0, 1, 3, 5, 6, 7, 8, 9, 10, 11, 12), None
+
+
+static_dispatch(input_side_grads, _choose_input_side_grads)
 
 
 def head_loss(o, tgt, yprob, ymse, w):
@@ -118,21 +114,18 @@ def head_loss(o, tgt, yprob, ymse, w):
     [R], probability rows yprob [R, O] or MSE targets ymse [R, O]; o becomes w·∂ℓ/∂o."""
 
 
-@overload(head_loss, inline="always")
-def _head_loss(o, tgt, yprob, ymse, w):
+def _choose_head_loss(o, tgt, yprob, ymse, w):
     if not _none(tgt):
-        def impl(o, tgt, yprob, ymse, w):
-            return softmax_xent_ids(o, tgt, w)
-    elif not _none(yprob):
-        def impl(o, tgt, yprob, ymse, w):
-            return softmax_xent_probs(o, yprob, w)
-    else:
-        def impl(o, tgt, yprob, ymse, w):
-            return mse_rows(o, ymse, w)
-    return impl
+        return softmax_xent_ids, (0, 1, 4), None
+    if not _none(yprob):
+        return softmax_xent_probs, (0, 2, 4), None
+    return mse_rows, (0, 3, 4), None
 
 
-@njit(**_JIT)
+static_dispatch(head_loss, _choose_head_loss)
+
+
+@njit(inline="always", **_JIT)
 def head_rows(h2, V, c, tgt, yprob, ymse, w, o, gV, gc, dhe, sc, fs):
     """Logits of rows h2 [R, H], the loss, gV/gc (written) and dhe [R, H] = ∂L/∂h.
 
@@ -153,7 +146,7 @@ def head_rows(h2, V, c, tgt, yprob, ymse, w, o, gV, gc, dhe, sc, fs):
     return loss
 
 
-@njit(**_JIT)
+@njit(inline="always", **_JIT)
 def workspace_layout(T, B, G, D, K, H, O, I, split, embed):
     """Element offsets of the fused call's one workspace: (size, buf, rows, o, rec, xe).
 
@@ -240,7 +233,7 @@ def fused_full_bptt(tag, split, K, D, xblocks, bn_col, x, ids, E, U, W, b, bn, V
                       dstate, W, act, sc, fs)
     # weight gradients: products over all T·B rows
     recurrent_grads(delta, rows[:R, :H], gW, gbn, bn_col, 0.0, sc, fs)
-    input_side_grads(xblocks, delta, x, ids, E, xe, U, gU, gb, gE, sc, fs)
+    input_side_grads(xblocks, delta, x, ids, E, xe, U, gU, gb, gE, 0.0, sc, fs)
     restore_threads(sc)
     return loss
 

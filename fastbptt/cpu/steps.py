@@ -2,8 +2,8 @@
 
 The loops never know which cell they run. The cell travels as a *tag*: an empty array whose
 element type names the cell (:func:`cell_tag`), and :func:`cell_forward` /
-:func:`cell_backward` pick the cell's kernels from the tag's type when a loop compiles (a
-Numba overload). So each compiled loop contains one cell's code only: compiling all three
+:func:`cell_backward` call the cell's kernels, chosen from the tag's type when a loop compiles
+(:func:`fastbptt.cpu._static.static_dispatch`). So each compiled loop contains one cell's code only: compiling all three
 into every kernel made the first call several times slower. These two tables are the only
 place that maps a cell to its kernels (a fourth cell adds one entry to each).
 
@@ -13,11 +13,13 @@ Shapes (one run of n steps): ``pre [n, B, G·H]`` input projections x_t Uᵀ + b
 """
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 from numba import types
-from numba.extending import overload
 
 from .._jit import njit
+from ._static import static_dispatch
 from . import gru, lstm, rnn
 from .blas import gemm
 
@@ -44,25 +46,23 @@ def cell_backward(tag, dstate, cur, prev, delta, H, act):
     """The cell's pointwise backward (chosen when the caller compiles)."""
 
 
-@overload(cell_forward, inline="always")
-def _cell_forward(tag, pre, rec, prev, cur, bn, H, act):
-    kernel = _KERNELS[_BY_TYPE[tag.dtype]][1]
+def _choose_cell(stub):
+    """For a compiled call of ``stub``: the tag's cell's kernel, given every argument after the
+    tag (:func:`fastbptt.cpu._static.static_dispatch`)."""
+    which = 1 if stub is cell_forward else 2
+    n = len(inspect.signature(stub).parameters)
 
-    def impl(tag, pre, rec, prev, cur, bn, H, act):
-        kernel(pre, rec, prev, cur, bn, H, act)
-    return impl
-
-
-@overload(cell_backward, inline="always")
-def _cell_backward(tag, dstate, cur, prev, delta, H, act):
-    kernel = _KERNELS[_BY_TYPE[tag.dtype]][2]
-
-    def impl(tag, dstate, cur, prev, delta, H, act):
-        kernel(dstate, cur, prev, delta, H, act)
-    return impl
+    def choose(tag, *args):
+        k = _BY_TYPE.get(getattr(tag, "dtype", None))
+        return None if k is None else (_KERNELS[k][which], range(1, n), None)
+    return choose
 
 
-@njit(**_JIT)
+static_dispatch(cell_forward, _choose_cell(cell_forward))
+static_dispatch(cell_backward, _choose_cell(cell_backward))
+
+
+@njit(inline="always", **_JIT)
 def forward_step(tag, split, pre_t, rec, prev, cur, W, bn, act, sc, fs):
     """State row ``cur`` [B, K·H] from ``prev`` and pre_t [B, G·H] (overwritten if not split)."""
     H = W.shape[1]
@@ -73,7 +73,7 @@ def forward_step(tag, split, pre_t, rec, prev, cur, W, bn, act, sc, fs):
     cell_forward(tag, pre_t, rec, prev, cur, bn, H, act)
 
 
-@njit(**_JIT)
+@njit(inline="always", **_JIT)
 def backward_step(tag, delta_t, cur, prev, dstate, W, act, sc, fs):
     """delta_t [B, D·H] from dstate; dstate becomes ∂L/∂(state at t-1)."""
     H = W.shape[1]
@@ -118,7 +118,7 @@ def backward_steps(tag, dhe, inj0, rows, W, dstate, delta, act, sc, fs):
 # input side of the delta is a few column blocks (the cell's ``xblocks``, as int64 [nb, 3]
 # in units of H: delta column, row of U, width).
 
-@njit(**_JIT)
+@njit(inline="always", **_JIT)
 def recurrent_grads(delta, hprev, gW, gbn, bn_col, beta, sc, fs):
     """gW (+)= δ_recᵀ h_prev and gbn (+)= Σ_rows δ[:, bn block]; delta [R, D·H], hprev [R, H]."""
     H = gW.shape[1]
@@ -171,7 +171,7 @@ def input_delta(xblocks, delta, U, dx, sc, fs):
         gemm(delta[:, dc:dc + w], 0, U[ur:ur + w], 0, dx, 0.0 if k == 0 else 1.0, sc, fs)
 
 
-@njit(**_JIT)
+@njit(inline="always", **_JIT)
 def _gates(xblocks):
     """G: the rows of U the blocks cover, in units of H."""
     g = 0
