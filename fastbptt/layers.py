@@ -375,38 +375,69 @@ def _layer_api(cell, backend="cpu"):
 def _head(p, top, V, c, t0=0):
     """Loss, dV, dc and ∂L/∂top [n, B, D·H] of the output layer, over the rows with loss.
 
-    ``top`` holds the steps ``t0 .. t0 + n - 1`` (all T by default).
+    ``top`` holds the steps ``t0 .. t0 + n - 1`` (all T by default). A head big enough to
+    thread runs as row blocks side by side, one per core, each with one-thread products
+    (:func:`fastbptt.cpu.parallel.side_by_side`), and the blocks' losses and dV are added in
+    order. Why not threaded products: OpenBLAS's worker threads spin for a while after a
+    threaded product, and the bidirectional layer that runs next (its two directions on the
+    two cores) lost that core: the reverse direction of the top layer's backward pass took
+    1.3-1.7x the forward one's time at the medium size.
     """
-    from .cpu import mse_rows, softmax_xent_ids, softmax_xent_probs
-    from .cpu.blas import gemm, gemm_scratch, register_blas, restore_threads, threads_now
+    from .cpu import blas, mse_rows, parallel, softmax_xent_ids, softmax_xent_probs
+    from .cpu.blas import gemm, gemm_scratch, register_blas, restore_threads
 
     T, B, F = top.shape
+    O = V.shape[0]
     w = p.weights[t0:t0 + T].reshape(-1)
     rows = np.flatnonzero(w)
+    R = len(rows)
     g = rows + t0 * B                                         # rows of the whole [T·B] problem
     h = top.reshape(T * B, F)[rows]                           # [R, D·H]
-    # the products go to the layers' BLAS: NumPy's own OpenBLAS would leave a second pool of
-    # spinning threads next to the directions that run after the head
-    register_blas()
-    sc, fs = gemm_scratch(threads_now(), V)
-    o = np.empty((len(rows), V.shape[0]), p.dtype)
-    o[...] = c
-    gemm(h, 0, V, 1, o, 1.0, sc, fs)                          # [R, n_out], becomes w·∂ℓ/∂o
     wr = np.ascontiguousarray(w[rows])
+    tgt = y = None
     if p.tgt_ids is not None:
-        loss = softmax_xent_ids(o, np.ascontiguousarray(p.tgt_ids.reshape(-1)[g]), wr)
+        tgt = np.ascontiguousarray(p.tgt_ids.reshape(-1)[g])
     else:
         y = p.y_rows[g] if p.y_map is None else p.y_rows[p.y_map.reshape(-1)[g]]
         y = np.ascontiguousarray(y)
-        loss = mse_rows(o, y, wr) if p.loss == "mse" else softmax_xent_probs(o, y, wr)
+    # the products go to the layers' BLAS: NumPy's own OpenBLAS would leave a second pool of
+    # spinning threads next to the directions that run after the head
+    register_blas()
+    o = np.empty((R, O), p.dtype)
+    o[...] = c
+    dh = np.empty((R, F), p.dtype)
+
+    def block(lo, hi):
+        sc, fs = gemm_scratch(blas.threads_now(), V)
+        ob = o[lo:hi]
+        gemm(h[lo:hi], 0, V, 1, ob, 1.0, sc, fs)              # [r, n_out], becomes w·∂ℓ/∂o
+        if tgt is not None:
+            loss = softmax_xent_ids(ob, tgt[lo:hi], wr[lo:hi])
+        elif p.loss == "mse":
+            loss = mse_rows(ob, y[lo:hi], wr[lo:hi])
+        else:
+            loss = softmax_xent_probs(ob, y[lo:hi], wr[lo:hi])
+        gemm(ob, 0, V, 0, dh[lo:hi], 0.0, sc, fs)
+        dV = np.empty_like(V)
+        gemm(ob, 1, h[lo:hi], 0, dV, 0.0, sc, fs)
+        restore_threads(sc)
+        return loss, dV
+
+    # the blocks follow from the shapes and the core count only, never the load
+    n = blas.NTHREADS if R * F * O >= blas.THREAD_MIN and R >= 2 * blas.NTHREADS else 1
+    if n == 1:
+        parts = [block(0, R)]
+    else:
+        parts = parallel.side_by_side([lambda lo=lo, hi=hi: block(lo, hi)
+                                       for lo, hi in parallel.bounds(R, n)])
+    loss, dV = parts[0]
+    loss = float(loss)
+    for lp, dVp in parts[1:]:
+        loss += float(lp)
+        dV += dVp
     dtop = np.zeros_like(top)
-    dh = np.empty((len(rows), F), p.dtype)
-    gemm(o, 0, V, 0, dh, 0.0, sc, fs)
     dtop.reshape(T * B, F)[rows] = dh
-    dV = np.empty_like(V)
-    gemm(o, 1, h, 0, dV, 0.0, sc, fs)
-    restore_threads(sc)
-    return float(loss), dV, o.sum(axis=0), dtop
+    return loss, dV, o.sum(axis=0), dtop
 
 
 def _cpu_loss_and_grad(p, st, backend="cpu"):
@@ -501,20 +532,22 @@ def _cpu_loss_and_grad(p, st, backend="cpu"):
         dcur[:s0 - lo] = 0
         for layer in range(L - 1, -1, -1):
             width = (outs[layer - 1] if layer else x0).shape[2]
-            dbelow = np.zeros((s1 - lo, B, width), p.dtype) if layer or dx0 is not None else None
+            need_dx = bool(layer) or dx0 is not None
 
-            def backward_direction(d, layer=layer, dcur=dcur, dbelow=dbelow, s1=s1, lo=lo):
+            def backward_direction(d, layer=layer, dcur=dcur, need_dx=need_dx, width=width, s1=s1,
+                                   lo=lo):
                 xd, run = runs[layer * D + d]
                 w = st.weights[layer][d]
                 dh = dcur[:, :, d * H:(d + 1) * H]
                 # (the reverse direction is never truncated: its window is the whole sequence)
                 dhs = dh if d == 0 else dh[::-1] if flip else np.where(valid_rev[:, :, None], dh[rev, cols], 0)
                 carry = tuple(np.zeros((B, H), dtype=p.dtype) for _ in st.state0[layer][d])
-                # the forward direction writes straight into dbelow (still all zeros)
-                dx = dbelow if d == 0 else np.zeros_like(dbelow) if dbelow is not None else None
-                for a, e, cache in reversed(run):
-                    if e <= lo or a >= s1:
-                        continue
+                segs = [(a, e, c) for a, e, c in reversed(run) if e > lo and a < s1]
+                # one segment over the whole window: its input gradient is the direction's, as
+                # returned (no zeroed buffer, no copy: 26 MB each at the medium size)
+                whole = len(segs) == 1 and segs[0][:2] == (lo, s1)
+                dx = np.zeros((s1 - lo, B, width), p.dtype) if need_dx and not whole else None
+                for a, e, cache in segs:
                     if p.checkpoint:
                         cache = forward(np.ascontiguousarray(xd[a:e]), cache, w, p.activation)[1]
                     seg = dhs[a - lo:e - lo].copy()
@@ -522,15 +555,19 @@ def _cpu_loss_and_grad(p, st, backend="cpu"):
                     dxs, carry, g = backward(seg, cache, carry[1] if len(carry) == 2 else None)
                     for k, v in g.items():
                         grads[layer][d][k] += v
-                    if dx is not None:
-                        dx[a - lo:e - lo] = dxs
+                    if need_dx:
+                        if whole:
+                            dx = dxs
+                        else:
+                            dx[a - lo:e - lo] = dxs
                 if lo == 0:
                     for acc, v in zip(dstate0[layer][d], carry):
                         acc += v
                 return dx
 
             dxs = _directions([lambda d=d: backward_direction(d) for d in range(D)], backend)
-            if dbelow is not None and D == 2:         # the forward direction wrote dbelow
+            dbelow = dxs[0]                           # the forward direction's, ours to add to
+            if dbelow is not None and D == 2:
                 if flip:
                     dbelow += dxs[1][::-1]
                 else:

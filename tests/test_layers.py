@@ -257,3 +257,35 @@ def test_stacked_truncation_memory_grows_with_k_not_T(cell, truncate):
     short, long = peak(100), peak(400)
     # holding every layer's outputs and caches would make the T=400 peak about 3.5x
     assert long < 1.3 * short, (short, long)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("targets,loss,mask,truncate", [
+    ("ids", "cross_entropy", None, None), ("probs", "cross_entropy", "right", None),
+    ("ids", "mse", "holes", (2, 4))])
+def test_head_in_row_blocks_matches_reference(cell, targets, loss, mask, truncate, monkeypatch):
+    """A head big enough to thread runs as row blocks side by side (layers._head); here the
+    threshold is lowered so that a small head splits too: the blocks' losses and dV, added
+    in order, equal the reference's, for every loss, masks and truncation windows."""
+    from fastbptt.cpu import blas, parallel
+    calls = []
+    real = parallel.side_by_side
+
+    def spy(tasks):
+        if "_head" in tasks[0].__qualname__:
+            calls.append(len(tasks))
+        return real(tasks)
+
+    monkeypatch.setattr(blas, "THREAD_MIN", 1)
+    monkeypatch.setattr(blas, "NTHREADS", 2)
+    monkeypatch.setattr(parallel, "side_by_side", spy)
+    params, x, y, m, h0, c0 = make_case(cell, 2, 1 if truncate else 2, targets=targets, loss=loss,
+                                        mask=mask, T=8, seed=11)
+    kw = dict(cell=cell, num_layers=2, bidirectional=not truncate, mask=m, loss=loss,
+              truncate=truncate)
+    ref = fastbptt.loss_and_grad(params, x, y, _state(h0, c0), backend="numpy", **kw)
+    got = fastbptt.loss_and_grad(params, x, y, _state(h0, c0), backend="cpu", **kw)
+    assert calls and all(n == 2 for n in calls)         # the head ran as two blocks
+    np.testing.assert_allclose(got[0], ref[0], **tol.EXACT64)
+    for n in ref[1]:
+        np.testing.assert_allclose(got[1][n], ref[1][n], err_msg=n, **tol.EXACT64)
