@@ -282,8 +282,9 @@ def train(js):
            f"(ln {js['vocab_size']} = {math.log(js['vocab_size']):.2f}); {final:.2f} nats = "
            f"{final / math.log(2):.2f} bits per character. {n} steps ({chars / 1e6:.1f} M characters) took "
            f"{js['train_seconds']:.1f} s of training ({js['chars_per_second'] / 1e3:,.0f} k characters/s), "
-           f"{js['total_seconds']:.1f} s for the whole command. The run is deterministic: the same "
-           "losses and samples every time. Its final sample (temperature "
+           f"{js['total_seconds']:.1f} s for the whole command. The run is deterministic on a given "
+           "machine: the same losses and samples every time (another CPU's BLAS kernels round "
+           "differently, so the last digits can differ there). Its final sample (temperature "
            f"{c['temperature']:g}):",
            "",
            "```",
