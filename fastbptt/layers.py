@@ -372,6 +372,12 @@ def _layer_api(cell, backend="cpu"):
     return forward, backward
 
 
+# A head of at least this many multiply-adds runs as row blocks (None: the size from which
+# its products would be threaded, fastbptt.cpu.blas.THREAD_MIN). Its own setting, read in
+# Python only: THREAD_MIN is compiled into gemm, so a test must not lower that one.
+HEAD_BLOCKS_MIN = None
+
+
 def _head(p, top, V, c, t0=0):
     """Loss, dV, dc and ∂L/∂top [n, B, D·H] of the output layer, over the rows with loss.
 
@@ -424,7 +430,8 @@ def _head(p, top, V, c, t0=0):
         return loss, dV
 
     # the blocks follow from the shapes and the core count only, never the load
-    n = blas.NTHREADS if R * F * O >= blas.THREAD_MIN and R >= 2 * blas.NTHREADS else 1
+    big = R * F * O >= (HEAD_BLOCKS_MIN or blas.THREAD_MIN)
+    n = blas.NTHREADS if big and R >= 2 * blas.NTHREADS else 1
     if n == 1:
         parts = [block(0, R)]
     else:

@@ -267,6 +267,7 @@ def test_head_in_row_blocks_matches_reference(cell, targets, loss, mask, truncat
     """A head big enough to thread runs as row blocks side by side (layers._head); here the
     threshold is lowered so that a small head splits too: the blocks' losses and dV, added
     in order, equal the reference's, for every loss, masks and truncation windows."""
+    from fastbptt import layers
     from fastbptt.cpu import blas, parallel
     calls = []
     real = parallel.side_by_side
@@ -276,7 +277,7 @@ def test_head_in_row_blocks_matches_reference(cell, targets, loss, mask, truncat
             calls.append(len(tasks))
         return real(tasks)
 
-    monkeypatch.setattr(blas, "THREAD_MIN", 1)
+    monkeypatch.setattr(layers, "HEAD_BLOCKS_MIN", 1)    # never blas.THREAD_MIN: compiled into gemm
     monkeypatch.setattr(blas, "NTHREADS", 2)
     monkeypatch.setattr(parallel, "side_by_side", spy)
     params, x, y, m, h0, c0 = make_case(cell, 2, 1 if truncate else 2, targets=targets, loss=loss,

@@ -25,9 +25,10 @@ _JIT = dict(cache=True, nogil=True, error_model="numpy")
 
 # Input kinds and losses are compile-time choices: which arguments are None is part of the
 # signature, and the stubs below (project, input_side_grads, head_loss) call the kernel their
-# argument types choose when the caller compiles (cpu/_static.py), so a call compiles only its input kind's and its loss's code. (Numba's
-# dead-branch pruning resolves ``x is None`` only for None-typed arguments, never for an
-# array, so ``if`` on None would still compile the other kinds' branches.)
+# argument types choose when the caller compiles (cpu/_static.py), so a call compiles only
+# its input kind's and its loss's code. (Numba's dead-branch pruning resolves ``x is None``
+# only for None-typed arguments, never for an array, so ``if`` on None would still compile
+# the other kinds' branches.)
 
 def _none(t):
     return isinstance(t, types.NoneType)

@@ -2,9 +2,10 @@
 
 The loops never know which cell they run. The cell travels as a *tag*: an empty array whose
 element type names the cell (:func:`cell_tag`), and :func:`cell_forward` /
-:func:`cell_backward` call the cell's kernels, chosen from the tag's type when a loop compiles
-(:func:`fastbptt.cpu._static.static_dispatch`). So each compiled loop contains one cell's code only: compiling all three
-into every kernel made the first call several times slower. These two tables are the only
+:func:`cell_backward` call the cell's kernels, chosen from the tag's type when a loop
+compiles (:func:`fastbptt.cpu._static.static_dispatch`). So each compiled loop contains one
+cell's code only: compiling all three into every kernel made the first call several times
+slower. These two tables are the only
 place that maps a cell to its kernels (a fourth cell adds one entry to each).
 
 Shapes (one run of n steps): ``pre [n, B, G·H]`` input projections x_t Uᵀ + b (consumed),
