@@ -178,10 +178,11 @@ def estimate(T: int, B: int, n_in: int, n_hidden: int, n_out: int, *,
             comp["embedded_inputs"] = R * I * it                   # E[ids], then δ U
         comp["h_last"] = B * SH * it
         # a workspace of 32 MiB or more is allocated 2 MiB longer, to align it for huge pages
-        # (fastbptt.cpu.fused.workspace); each part of a split call has its own
-        from .cpu.fused import _ADVISE_MIN, _HUGE
+        # (fastbptt.cpu.workspace); each part of a split call has its own. Counted whether or
+        # not a workspace kept from an earlier call serves it: the first call allocates it
+        from .cpu.workspace import ADVISE_MIN, HUGE
         part_ws = sum(v for k, v in comp.items() if k != "h_last") // n_parts
-        comp["alignment"] = n_parts * (_HUGE if part_ws >= _ADVISE_MIN else 64)
+        comp["alignment"] = n_parts * (HUGE if part_ws >= ADVISE_MIN else 64)
         comp.update(fixed)
         comp["weight_copies"] = 0
         return _finish(comp, phase)
@@ -260,9 +261,28 @@ def _finish(comp, phase):
     return MemoryEstimate(components=comp, total=total, phase=phase, rnn=rnn)
 
 
+def release_workspaces() -> int:
+    """Free the workspaces ``loss_and_grad`` keeps between calls; returns their bytes.
+
+    Each thread that made a full-BPTT CPU call keeps that call's workspace (the largest it
+    has needed) for its next call, which then skips allocating and faulting it in (a quarter
+    of the call at the large size; :mod:`fastbptt.cpu.workspace`). Call this to hand the
+    memory back, for example before other work that needs it; the next call allocates
+    again. ``FASTBPTT_KEEP_WORKSPACE=0`` keeps none.
+    """
+    from .cpu.workspace import release
+    return release()
+
+
 # --------------------------------------------------------------------------- measuring
 def measure_peak(fn: Callable[[], Any]) -> tuple[Any, int, float]:
-    """(result, peak bytes traced while ``fn()`` ran, seconds)."""
+    """(result, peak bytes traced while ``fn()`` ran, seconds).
+
+    The workspaces that threads keep between calls (:mod:`fastbptt.cpu.workspace`) are freed
+    first, so a call's peak counts its workspace, as a first call's does.
+    """
+    from .cpu.workspace import release
+    release()
     gc.collect()
     was = tracemalloc.is_tracing()
     if not was:

@@ -132,8 +132,9 @@ class _Prepared:
 
     def __init__(self, p, params, inputs, targets, h0, opts, check_finite, reuse_grads):
         from .cpu.blas import register_blas, threads_now
-        from .cpu.fused import fused_full_bptt, workspace, workspace_layout, xblocks_of
+        from .cpu.fused import fused_full_bptt, workspace_layout, xblocks_of
         from .cpu.steps import cell_tag
+        from .cpu.workspace import workspace
         register_blas()
         self._opts = opts
         self._check_finite = check_finite

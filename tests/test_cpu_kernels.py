@@ -359,7 +359,8 @@ def test_fused_cells_at_edge_shapes_match_reference(cell, dtype):
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_workspace_layout_regions_are_aligned_and_disjoint(cell):
     from fastbptt.cells import get
-    from fastbptt.cpu.fused import workspace, workspace_layout
+    from fastbptt.cpu.fused import workspace_layout
+    from fastbptt.cpu.workspace import workspace
     c = get(cell)
     for T, B, H, O, I, embed in ((1, 1, 1, 1, 1, False), (3, 2, 5, 7, 3, True), (100, 32, 128, 64, 64, True)):
         lay = workspace_layout(T, B, c.G, c.D, c.K, H, O, I, c.split, embed)
@@ -378,18 +379,20 @@ def test_workspace_layout_regions_are_aligned_and_disjoint(cell):
 def test_huge_page_workspace_leaves_results_unchanged(monkeypatch):
     """With every workspace 2 MiB aligned and advised (the large sizes' path), the results are
     bit for bit those of the small-workspace path."""
-    from fastbptt.cpu import fused
+    from fastbptt.cpu import workspace as W
     rng = np.random.default_rng(2)
     for cell in ("rnn", "lstm", "gru"):
         p, x, h0 = _cell_case(rng, cell, np.float64, "float", 6, 3, 4, 9, 5)
         y = rng.integers(0, 5, (6, 3))
+        W.release()
         base = fastbptt.loss_and_grad(p, x, y, h0, cell=cell)
-        monkeypatch.setattr(fused, "_ADVISE_MIN", 0)
-        ws = fused.workspace(1000, np.float64)
-        assert ws.ctypes.data % fused._HUGE == 0
-        fused._madvise_hugepage(ws)                      # advice only: never raises
+        monkeypatch.setattr(W, "ADVISE_MIN", 0)
+        ws = W.workspace(1000, np.float64)
+        assert ws.ctypes.data % W.HUGE == 0
+        W.madvise_hugepage(ws)                           # advice only: never raises
+        W.release()
         big = fastbptt.loss_and_grad(p, x, y, h0, cell=cell)
-        monkeypatch.setattr(fused, "_ADVISE_MIN", 32 << 20)
+        monkeypatch.setattr(W, "ADVISE_MIN", 32 << 20)
         assert big[0] == base[0]
         for k in base[1]:
             np.testing.assert_array_equal(big[1][k], base[1][k], err_msg=k)

@@ -119,7 +119,8 @@ def test_which_calls_split(monkeypatch):
         monkeypatch.setattr(blas, "one_thread_mkl", lambda mkl=mkl: mkl)
         assert parallel.parts_of(medium) == (2 if mkl else 1)
         assert parallel.parts_of(medium, layers=2, directions=2) == 1
-        assert parallel.parts_for(T=4, B=128, G=4, H=1024, n_in=8, n_out=8) == 1   # large
+        assert parallel.parts_for(T=4, B=128, G=4, H=1024, n_in=8, n_out=8) == (2 if mkl else 1)
+        assert parallel.parts_for(T=4, B=256, G=4, H=1024, n_in=8, n_out=8) == 1   # 2^30
         assert parallel.parts_of(_problem(B=32, T=100)) == 2
     monkeypatch.setattr(blas, "NTHREADS", 1)
     assert parallel.parts_of(_problem(B=32, T=100)) == 1

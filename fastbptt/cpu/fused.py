@@ -19,6 +19,7 @@ from .blas import LP64_MAX, gemm, gemm_scratch, register_blas, restore_threads, 
 from .heads import mse_rows, softmax_xent_ids, softmax_xent_probs
 from .steps import (backward_step, cell_tag, forward_step, input_delta, input_grads, onehot_grads,
                     recurrent_grads)
+from .workspace import held
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
 
@@ -245,55 +246,6 @@ def fused_eligible(p) -> bool:
             and p.y_map is None and p.T * p.B * max(p.n_in, p.H * p.cell.K, p.n_out) < LP64_MAX)
 
 
-_HUGE = 2 << 20              # a transparent huge page (x86-64, aarch64 with 4 KiB pages)
-_ADVISE_MIN = 32 << 20       # workspaces from this size get huge pages
-_MADV_HUGEPAGE = 14          # Linux
-
-
-def _madvise_hugepage(a) -> bool:
-    """Ask Linux to back the 1-D array ``a``'s whole 2 MiB pages with huge pages.
-
-    Fewer TLB misses on the medium and large sizes' sweeps over the workspace. Advice only:
-    any failure (another OS, no libc, THP disabled) is ignored and the call runs unchanged.
-    """
-    global _libc
-    if _libc is False:
-        return False
-    try:
-        if _libc is None:
-            import ctypes
-            import sys
-            if not sys.platform.startswith("linux"):
-                raise OSError("not Linux")
-            lib = ctypes.CDLL(None, use_errno=True)
-            lib.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-            lib.madvise.restype = ctypes.c_int
-            _libc = lib
-        start = -(-a.ctypes.data // _HUGE) * _HUGE
-        end = (a.ctypes.data + a.nbytes) // _HUGE * _HUGE
-        return end > start and _libc.madvise(start, end - start, _MADV_HUGEPAGE) == 0
-    except (OSError, AttributeError):
-        _libc = False
-        return False
-
-
-_libc = None
-
-
-def workspace(n, dtype):
-    """A 1-D array of n elements for :func:`fused_full_bptt`: 64-byte aligned, and from
-    :data:`_ADVISE_MIN` bytes on 2 MiB aligned and advised to use huge pages."""
-    item = np.dtype(dtype).itemsize
-    big = n * item >= _ADVISE_MIN
-    align = _HUGE if big else 64
-    raw = np.empty(n + align // item, dtype)
-    skip = (-raw.ctypes.data % align) // item
-    ws = raw[skip:skip + n]
-    if big:
-        _madvise_hugepage(ws)
-    return ws
-
-
 _XBLOCKS = {}
 
 
@@ -336,7 +288,7 @@ def fused_loss_and_grad(p):
     gE = np.empty(p.E.shape, dt) if in_kind == 2 else None
     lay = workspace_layout(p.T, p.B, cell.G, cell.D, cell.K, H, p.n_out, p.n_in, cell.split,
                            in_kind == 2)
-    ws = workspace(int(lay[0]), dt)
+    ws = held(int(lay[0]), dt)      # this thread's kept workspace (cpu/workspace.py)
     state0 = p.state0
     gstate0 = np.empty_like(state0)
     last_state = np.empty_like(state0)

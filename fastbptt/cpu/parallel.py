@@ -34,14 +34,16 @@ from . import blas
 MIN_ROWS = 8
 MIN_WORK = 1 << 22
 # With MKL serving the one-thread products, calls whose per-step products are threaded split
-# too, up to this many multiply-adds a step. Measured per call, medians of 5, one process
-# each, whole against split: medium (T 100, B 64, H 512) Elman 179-182 against 147-157 ms,
-# GRU 453-555 against 429-480, LSTM 554-556 against 505-529 (the pointwise work of the time
-# loops, one thread when whole, runs on both cores); large (T 64, B 128, H 1024) Elman 988-992
-# against 999-1029, LSTM 2810-2888 against 2890-3261 (whole stays). OpenBLAS alone at the
-# medium LSTM: whole 517-573 against split 533-613 ms, so without MKL only one-thread calls
-# split.
-SPLIT_MAX = 1 << 27
+# too, up to this many multiply-adds a step. Measured per call, one process each, whole
+# against split: medium (T 100, B 64, H 512) Elman 179-182 against 147-157 ms, GRU 453-555
+# against 429-480, LSTM 554-556 against 505-529 (medians of 5; the pointwise work of the time
+# loops, one thread when whole, runs on both cores). Large (T 64, B 128, H 1024; 2^27 to 2^29
+# multiply-adds a step) once its workspace is kept between calls (cpu/workspace.py; before,
+# page faults hid the difference): Elman 799 against 738 ms, GRU 1796 against 1648, LSTM
+# 2253 against 2173 (medians of 5, alternated in one process). OpenBLAS alone: the medium
+# LSTM whole 517-573 against split 533-613 ms, the large GRU 1813 against 1824, so without
+# MKL only one-thread calls split.
+SPLIT_MAX = 1 << 30
 
 
 def parts_of(p, layers=1, directions=1) -> int:

@@ -1,0 +1,152 @@
+"""The workspace each thread keeps between full-BPTT calls (fastbptt.cpu.workspace)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import fastbptt
+from fastbptt import memory as M
+from fastbptt.cpu import workspace as W
+
+CELLS = ("rnn", "lstm", "gru")
+
+
+def _case(cell, dtype=np.float64, T=7, B=3, I=5, H=6, O=4, seed=0):
+    rng = np.random.default_rng(seed)
+    p = fastbptt.init_params(I, H, O, cell=cell, dtype=dtype, seed=seed)
+    x = rng.standard_normal((T, B, I)).astype(dtype)
+    y = rng.integers(0, O, (T, B))
+    return p, x, y
+
+
+def _slot_buf():
+    return W._local.slot.buf
+
+
+def _same(a, b):
+    assert a[0] == b[0]
+    for k in a[1]:
+        np.testing.assert_array_equal(a[1][k], b[1][k], err_msg=k)
+    for s, t in zip(a[2] if isinstance(a[2], tuple) else (a[2],),
+                    b[2] if isinstance(b[2], tuple) else (b[2],)):
+        np.testing.assert_array_equal(s, t)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_a_kept_workspace_full_of_garbage_gives_the_same_bits(cell):
+    """The next call reuses the buffer (same memory) and writes every element it reads: NaN
+    bytes left in it by anything else change nothing, in either dtype."""
+    for dt in (np.float32, np.float64):
+        p, x, y = _case(cell, dt)
+        W.release()
+        fresh = fastbptt.loss_and_grad(p, x, y, cell=cell)
+        buf = _slot_buf()
+        buf[:] = 0xFF                                    # every float is a NaN now
+        kept = fastbptt.loss_and_grad(p, x, y, cell=cell)
+        assert _slot_buf() is buf                        # reused, not reallocated
+        _same(kept, fresh)
+        for g in kept[1].values():                       # nothing returned lives in it
+            assert not np.shares_memory(g, buf)
+
+
+def test_a_bigger_call_replaces_the_workspace_and_a_smaller_one_reuses_it():
+    W.release()
+    assert W.kept_bytes() == 0
+    small = _case("lstm", T=3)
+    big = _case("lstm", T=40)
+    fastbptt.loss_and_grad(*small, cell="lstm")
+    n_small = W.kept_bytes()
+    assert n_small > 0
+    fastbptt.loss_and_grad(*big, cell="lstm")
+    n_big = W.kept_bytes()
+    assert n_big > n_small
+    buf = _slot_buf()
+    again = fastbptt.loss_and_grad(*small, cell="lstm")   # a prefix of the big one
+    assert _slot_buf() is buf and W.kept_bytes() == n_big
+    W.release()
+    _same(again, fastbptt.loss_and_grad(*small, cell="lstm"))
+    assert M.release_workspaces() == n_small         # the small call allocated its own
+    assert W.kept_bytes() == 0
+
+
+def test_release_workspaces_returns_the_bytes_it_freed():
+    fastbptt.loss_and_grad(*_case("gru"), cell="gru")
+    held = W.kept_bytes()
+    assert held > 0
+    assert M.release_workspaces() == held
+    assert W.kept_bytes() == 0 and M.release_workspaces() == 0
+
+
+def test_each_thread_keeps_its_own_and_frees_it_when_it_ends():
+    """Calls from several threads at once each get their own workspace (the kernel releases
+    the GIL) and the right answer; a thread's workspace goes with the thread."""
+    W.release()
+    cases = [_case(c, seed=i) for i, c in enumerate(CELLS * 2)]
+    cells = CELLS * 2
+    want = [fastbptt.loss_and_grad(*cs, cell=c) for cs, c in zip(cases, cells)]
+    W.release()
+    got = [None] * len(cases)
+    start = threading.Barrier(len(cases))
+
+    def run(i):
+        start.wait()
+        for _ in range(20):
+            got[i] = fastbptt.loss_and_grad(*cases[i], cell=cells[i])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(cases))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for g, w in zip(got, want):
+        _same(g, w)
+    del t, threads
+    import gc
+    gc.collect()
+    assert W.kept_bytes() == 0                           # this thread kept none; theirs are gone
+
+
+def test_measure_peak_counts_the_workspace_of_a_warm_call():
+    """memory.measure_peak frees kept workspaces first: a warm call's peak is the first
+    call's, which memory.estimate predicts."""
+    p, x, y = M.make_problem(200, 8, 32, 24, seed=1, cell="lstm")
+    fastbptt.loss_and_grad(p, x, y, cell="lstm")
+    _, warm, _ = M.measure_peak(lambda: fastbptt.loss_and_grad(p, x, y, cell="lstm"))
+    ws = W.kept_bytes()
+    W.release()
+    _, cold, _ = M.measure_peak(lambda: fastbptt.loss_and_grad(p, x, y, cell="lstm"))
+    assert ws > cold / 2                                 # the workspace is most of the peak
+    assert abs(warm - cold) <= 1024                      # Python objects' noise, no workspace
+
+
+def _subprocess(env_value, code):
+    env = dict(os.environ, FASTBPTT_KEEP_WORKSPACE=env_value)
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_keep_workspace_off_keeps_none():
+    code = ("import numpy as np, fastbptt\n"
+            "from fastbptt.cpu import workspace as W\n"
+            "p = fastbptt.init_params(3, 4, 2, dtype=np.float64, seed=0)\n"
+            "x = np.zeros((5, 2, 3)); y = np.zeros((5, 2), int)\n"
+            "fastbptt.loss_and_grad(p, x, y)\n"
+            "print(W.KEEP, W.kept_bytes())\n")
+    r = _subprocess("0", code)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["False", "0"]
+    r = _subprocess("1", code)
+    assert r.returncode == 0, r.stderr
+    keep, n = r.stdout.split()
+    assert keep == "True" and int(n) > 0
+
+
+def test_a_bad_keep_workspace_value_names_the_variable():
+    r = _subprocess("sometimes", "import fastbptt.cpu.workspace")
+    assert r.returncode != 0
+    assert "FASTBPTT_KEEP_WORKSPACE='sometimes'" in r.stderr and "expected 1" in r.stderr
