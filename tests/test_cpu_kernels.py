@@ -210,18 +210,19 @@ def _gemm_strided(rng, dtype, m, n, k, ta, tb, beta, tol):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_gemm_every_size_class_strided(dtype):
     """Each size class goes to its own library call: tiny (OpenBLAS), one-thread of up to
-    ONE_ROWS rows (MKL in auto mode when installed; float32 with B as stored and k·n up to
-    ONE_NN_MAX: OpenBLAS on AMD CPUs with AVX-512), longer one-thread (OpenBLAS) and
+    ONE_ROWS rows (MKL in auto mode when installed; float32 with B as stored: OpenBLAS on AMD
+    CPUs with AVX-512, in up to ONE_NN_CHUNKS chunks of k), longer one-thread (OpenBLAS) and
     threaded; every transpose and beta, strided rows."""
     cpu.register_blas()
     rng = np.random.default_rng(2)
     small, thread_min, one_rows = cpu.blas._SMALL_GEMM, cpu.blas.THREAD_MIN, cpu.blas.ONE_ROWS
-    shapes = [(16, 20, 24), (24, 48, 144), (16, 128, 512), (one_rows + 1, 40, 24),
-              (256, 256, 256)]                                                      # (m, n, k)
-    assert [m * n * k < small for m, n, k in shapes] == [True, False, False, False, False]
-    assert [m * n * k < thread_min for m, n, k in shapes] == [True, True, True, True, False]
-    assert [m <= one_rows for m, n, k in shapes] == [True, True, True, False, True]
-    assert [n * k <= cpu.blas.ONE_NN_MAX for m, n, k in shapes[1:3]] == [True, False]
+    shapes = [(16, 20, 24), (24, 48, 144), (16, 128, 512), (32, 128, 512), (64, 128, 1024),
+              (one_rows + 1, 40, 24), (256, 256, 256)]                              # (m, n, k)
+    assert [m * n * k < small for m, n, k in shapes] == [True] + [False] * 6
+    assert [m * n * k < thread_min for m, n, k in shapes] == [True] * 6 + [False]
+    assert [m <= one_rows for m, n, k in shapes] == [True] * 5 + [False, True]
+    # one chunk, two, three, and too big for four (MKL where installed)
+    assert [cpu.blas._nn_chunks.py_func(m, n, k) for m, n, k in shapes[1:5]] == [1, 2, 3, 0]
     for (m, n, k), ta, tb, beta in itertools.product(shapes, (0, 1), (0, 1), (0.0, 1.0)):
         _gemm_strided(rng, dtype, m, n, k, ta, tb, beta, 2e-4 if dtype == np.float32 else 1e-12)
 

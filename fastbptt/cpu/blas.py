@@ -140,7 +140,7 @@ def register_blas():
         binding.add_symbol("fastbptt_sgemm_one", one[0])
         binding.add_symbol("fastbptt_dgemm_one", one[1])
         # small one-thread float32 products with B as stored: OpenBLAS where its AVX-512
-        # kernel beats MKL's generic one (see ONE_NN_MAX)
+        # kernel beats MKL's generic one (see ONE_NN_MNK)
         nn = ob if mode == "auto" and one is mkl and openblas_wins_small_nn() else one
         binding.add_symbol("fastbptt_sgemm_one_nn", nn[0])
         binding.add_symbol("fastbptt_one_threads_local", one[2] if one is not big else _noop_threads())
@@ -215,14 +215,27 @@ THREAD_MIN = 1 << 24
 # 81, 1600 x 64 x 512: 63 against 82, 3200 x 256 x 2048: 62 against 89, and Aᵀ B with
 # 2048 x 3200 x 256: 71 against 80 (MKL 2026.2's generic kernel blocks long products worse).
 ONE_ROWS = 256
-# On an AMD CPU with AVX-512 (openblas_wins_small_nn), OpenBLAS's AVX-512 kernel beats MKL's
-# generic one for the small one-thread float32 products whose B is used as stored (tb = 0,
-# the backward step's δ W), up to this many k·n; with B transposed (the forward step's
-# h Wᵀ) OpenBLAS packs it slowly and MKL stays. Measured on one core, µs per product,
-# MKL against OpenBLAS (rows x k x n): 16x128x128 tb0 6.47 against 4.59, tb1 6.46 against
-# 9.82; 32x128x128 tb0 11.6 against 9.1; 16x384x128 tb0 20.6 against 13.6; 16x128x256 tb0
-# 14.1 against 9.1; but 16x512x128 tb0 27.4 against 38.6 and 32x512x512 tb0 195 against 234.
-ONE_NN_MAX = 384 * 128
+# On an AMD CPU with AVX-512 (openblas_wins_small_nn), OpenBLAS runs small float32 products
+# whose B is used as stored (tb = 0: the backward step's δ W) in its SkylakeX small-matrix
+# kernel, which does not pack B: up to ONE_NN_MNK = 10^6 multiply-adds (OpenBLAS's own limit,
+# sgemm_small_kernel_permit_skylakex); with B transposed (the forward step's h Wᵀ) it packs
+# and MKL stays. Measured on one core, µs per product, MKL against OpenBLAS (m x k x n):
+# 16x128x128 tb0 6.47 against 4.59, tb1 6.46 against 9.82; 32x128x128 tb0 11.6 against 9.1;
+# 16x384x128 tb0 20.6 against 13.6; past the limit 16x512x128 tb0 27.4 against 38.6. So a
+# product up to ONE_NN_CHUNKS times the limit runs as that many chunks of k, each within it
+# (16x512x128 in two: 18.3 µs), where MKL would serve it elsewhere.
+ONE_NN_MNK = 1_000_000
+ONE_NN_CHUNKS = 4
+
+
+@njit(inline="always", **_JIT)
+def _nn_chunks(m, n, k):
+    """Chunks of k for a one-thread B-as-stored float32 product on the ``_one_nn`` library
+    (each at most ONE_NN_MNK multiply-adds and 32 deep); 0: too big, ``_one`` takes it."""
+    for nk in range(1, ONE_NN_CHUNKS + 1):
+        if m * n * ((k + nk - 1) // nk) <= ONE_NN_MNK:
+            return nk if nk == 1 or k >= 32 * nk else 0
+    return 0
 _threads_local = _nbt.ExternalFunction("fastbptt_threads_local", _nbt.int32(_nbt.int32))
 _one_threads_local = _nbt.ExternalFunction("fastbptt_one_threads_local", _nbt.int32(_nbt.int32))
 
@@ -358,8 +371,22 @@ def _gemm(A, ta, B, tb, C, beta, scratch, fscratch):
         scratch[9] = want
     if want == 1 and m <= ONE_ROWS:     # a time step's one-thread product (MKL in auto mode)
         prev1 = _one_threads_local(1)
-        if fsz == 4 and tb == 0 and n * k <= ONE_NN_MAX:
+        nk = _nn_chunks(m, n, k) if fsz == 4 and tb == 0 else 0
+        if nk == 1:
             _sgemm_one_nn(*args)
+        elif nk > 1:
+            # k in nk chunks, each within the small-matrix limit: C = beta·C + A₁B₁, then
+            # C += A_iB_i (B's rows and A's columns, or rows when ta, of each chunk)
+            k0 = 0
+            for i in range(nk):
+                k1 = k * (i + 1) // nk
+                scratch[4] = k1 - k0
+                if i > 0:
+                    fscratch[1] = 1
+                ai = a + (k0 * lda * fsz if ta else k0 * fsz)
+                _sgemm_one_nn(s, s + 4, s + 8, s + 12, s + 16, f, b + k0 * ldb * fsz, s + 20,
+                              ai, s + 24, f + fsz, c, s + 28)
+                k0 = k1
         elif fsz == 4:
             _sgemm_one(*args)
         else:
