@@ -191,12 +191,37 @@ def clip_global_norm(grads: dict, max_norm: float) -> tuple[dict, float]:
     return grads, norm
 
 
+def _adam_compiled(p, g, m, v, lr, t):
+    """(new p, new m, new v) from :func:`fastbptt.cpu.optim.adam_step` when the four arrays
+    share a float dtype and are contiguous, else None (the caller uses NumPy)."""
+    dt = p.dtype
+    if not (dt in (np.float32, np.float64) and g.dtype == m.dtype == v.dtype == dt
+            and p.shape == g.shape == m.shape == v.shape
+            and all(a.flags.c_contiguous for a in (p, g, m, v))):
+        return None
+    from .cpu.optim import adam_step
+    b1, b2, eps = 0.9, 0.999, 1e-8
+    k = np.array([b1, 1 - b1, b2, 1 - b2, 1 - b1 ** t, 1 - b2 ** t, lr, eps], dtype=dt)
+    out = [np.empty_like(p) for _ in range(3)]
+    adam_step(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), k,
+              *(a.reshape(-1) for a in out))
+    return out
+
+
 def apply_update(kind: str, params: dict, opt: dict, grads: dict, lr: float, t: int) -> tuple[dict, dict]:
-    """New (params, opt) after one Adam or Adagrad step; the inputs are left untouched."""
+    """New (params, opt) after one Adam or Adagrad step; the inputs are left untouched.
+
+    Adam runs compiled (:mod:`fastbptt.cpu.optim`, the same bits as the NumPy formula below,
+    which serves any other dtype or layout).
+    """
     newp, newo = {}, {}
     for k in params:
         g = grads[k]
         if kind == "adam":
+            fast = _adam_compiled(params[k], g, opt[f"m_{k}"], opt[f"v_{k}"], lr, t)
+            if fast is not None:
+                newp[k], newo[f"m_{k}"], newo[f"v_{k}"] = fast
+                continue
             b1, b2, eps = 0.9, 0.999, 1e-8
             m = b1 * opt[f"m_{k}"] + (1 - b1) * g
             v = b2 * opt[f"v_{k}"] + (1 - b2) * (g * g)

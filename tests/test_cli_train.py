@@ -410,3 +410,43 @@ def test_there_is_no_bidirectional_language_model(capsys):
 def test_bad_layers_is_one_line_error(value, capsys):
     code, _, err = run(["--layers", value], capsys)
     assert_one_line_error(code, err, "--layers")
+
+
+def _adam_numpy(p, g, m, v, lr, t):
+    """The Adam step as NumPy writes it (train.apply_update's fallback), for comparison."""
+    b1, b2, eps = 0.9, 0.999, 1e-8
+    m2 = b1 * m + (1 - b1) * g
+    v2 = b2 * v + (1 - b2) * (g * g)
+    mhat = m2 / (1 - b1 ** t)
+    vhat = v2 / (1 - b2 ** t)
+    return (p - lr * mhat / (np.sqrt(vhat) + eps)).astype(p.dtype, copy=False), m2, v2
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_adam_is_numpys_step_bit_for_bit(dtype):
+    """apply_update's compiled Adam gives NumPy's bits for every parameter shape, leaves its
+    inputs untouched, and a layout it does not take (a strided parameter) goes to NumPy."""
+    rng = np.random.default_rng(0)
+    shapes = {"U": (128, 96), "W": (128, 128), "b": (128,), "V": (96, 128), "c": (96,)}
+    params = {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
+    params["S"] = rng.standard_normal((64, 40)).astype(dtype)[:, ::2]        # strided
+    grads = {k: (rng.standard_normal(p.shape) * 10.0 ** rng.integers(-6, 2)).astype(dtype)
+             for k, p in params.items()}
+    opt = train.new_opt_state("adam", params)
+    for k in params:                                  # a state that is not all zeros
+        opt[f"m_{k}"] = rng.standard_normal(params[k].shape).astype(dtype) * 1e-2
+        opt[f"v_{k}"] = rng.random(params[k].shape).astype(dtype) * 1e-3
+    inputs = {("param", k): v for k, v in params.items()}
+    inputs.update({("grad", k): v for k, v in grads.items()})
+    inputs.update({("opt", k): v for k, v in opt.items()})
+    before = {k: v.copy() for k, v in inputs.items()}
+    for t, lr in ((1, 2e-3), (7, 0.1), (1000, 3e-4)):
+        newp, newo = train.apply_update("adam", params, opt, grads, lr, t)
+        for k in params:
+            want = _adam_numpy(params[k], grads[k], opt[f"m_{k}"], opt[f"v_{k}"], lr, t)
+            got = (newp[k], newo[f"m_{k}"], newo[f"v_{k}"])
+            for w, g_, name in zip(want, got, ("p", "m", "v")):
+                assert g_.dtype == dtype and g_.shape == params[k].shape
+                np.testing.assert_array_equal(g_, w, err_msg=f"{k} {name} t={t}")
+    for k, v in inputs.items():
+        np.testing.assert_array_equal(v, before[k], err_msg=str(k))

@@ -5,9 +5,11 @@ policy), :mod:`~fastbptt.cpu.activations` (each activation written once),
 :mod:`~fastbptt.cpu.rnn`, :mod:`~fastbptt.cpu.lstm`, :mod:`~fastbptt.cpu.gru` (each cell's
 pointwise kernels), :mod:`~fastbptt.cpu.steps` (the cell-agnostic time loops and weight
 gradients), :mod:`~fastbptt.cpu.heads` (softmax/cross-entropy/MSE, id gathers),
-:mod:`~fastbptt.cpu.fused` (full BPTT in one compiled call), :mod:`~fastbptt.cpu.ops`
-(:class:`CpuOps`, what the engine schedules), :mod:`~fastbptt.cpu.layer` (the layer API)
-and :mod:`~fastbptt.cpu.parallel` (a call's batch rows across the cores).
+:mod:`~fastbptt.cpu.fused` (full BPTT in one compiled call) with
+:mod:`~fastbptt.cpu.workspace` (its workspace, kept per thread between calls),
+:mod:`~fastbptt.cpu.ops` (:class:`CpuOps`, what the engine schedules),
+:mod:`~fastbptt.cpu.layer` (the layer API), :mod:`~fastbptt.cpu.parallel` (a call's batch
+rows across the cores) and :mod:`~fastbptt.cpu.optim` (``fastbptt train``'s Adam step).
 
 Kernels are module-level ``@njit(cache=True, nogil=True)`` functions over caller-owned
 arrays: nothing is compiled at import, compiled code is cached on disk, and the cell and the
