@@ -222,20 +222,27 @@ ONE_ROWS = 256
 # and MKL stays. Measured on one core, µs per product, MKL against OpenBLAS (m x k x n):
 # 16x128x128 tb0 6.47 against 4.59, tb1 6.46 against 9.82; 32x128x128 tb0 11.6 against 9.1;
 # 16x384x128 tb0 20.6 against 13.6; past the limit 16x512x128 tb0 27.4 against 38.6. So a
-# product up to ONE_NN_CHUNKS times the limit runs as that many chunks of k, each within it
-# (16x512x128 in two: 18.3 µs), where MKL would serve it elsewhere.
+# bigger product runs as chunks of k (the first with the caller's beta, the rest adding),
+# each within the limit and at least 32 deep, up to ONE_NN_CHUNKS of them: 16x512x128 in two
+# 18.3 µs; the medium size's steps, MKL whole against OpenBLAS chunked: 32x512x512 208 against
+# 157, 32x1536x512 603 against 467, 32x2048x512 831 against 611. Elsewhere one chunk at
+# most: MKL's product whole, as before. Decided from the CPU when this module is imported, so
+# the compiled code keeps it (Numba's cache is keyed on the CPU's name and features).
 ONE_NN_MNK = 1_000_000
-ONE_NN_CHUNKS = 4
+ONE_NN_CHUNKS = 64 if openblas_wins_small_nn() else 1
 
 
 @njit(inline="always", **_JIT)
 def _nn_chunks(m, n, k):
-    """Chunks of k for a one-thread B-as-stored float32 product on the ``_one_nn`` library
-    (each at most ONE_NN_MNK multiply-adds and 32 deep); 0: too big, ``_one`` takes it."""
-    for nk in range(1, ONE_NN_CHUNKS + 1):
-        if m * n * ((k + nk - 1) // nk) <= ONE_NN_MNK:
-            return nk if nk == 1 or k >= 32 * nk else 0
-    return 0
+    """Chunks of k for a one-thread B-as-stored float32 product on the ``_one_nn`` library,
+    each at most ONE_NN_MNK multiply-adds; 0: too big, ``_one`` takes it whole."""
+    if m * n * k <= ONE_NN_MNK:
+        return 1
+    deep = ONE_NN_MNK // (m * n)         # the deepest chunk within the limit
+    if ONE_NN_CHUNKS == 1 or deep < 32:
+        return 0
+    nk = (k + deep - 1) // deep
+    return nk if nk <= ONE_NN_CHUNKS else 0
 _threads_local = _nbt.ExternalFunction("fastbptt_threads_local", _nbt.int32(_nbt.int32))
 _one_threads_local = _nbt.ExternalFunction("fastbptt_one_threads_local", _nbt.int32(_nbt.int32))
 
