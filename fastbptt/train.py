@@ -191,6 +191,9 @@ def clip_global_norm(grads: dict, max_norm: float) -> tuple[dict, float]:
     return grads, norm
 
 
+ADAM_BETAS_EPS = (0.9, 0.999, 1e-8)      # b1, b2, eps: PyTorch's and the paper's defaults
+
+
 def _adam_compiled(p, g, m, v, lr, t):
     """(new p, new m, new v) from :func:`fastbptt.cpu.optim.adam_step` when the four arrays
     share a float dtype and are contiguous, else None (the caller uses NumPy)."""
@@ -200,7 +203,7 @@ def _adam_compiled(p, g, m, v, lr, t):
             and all(a.flags.c_contiguous for a in (p, g, m, v))):
         return None
     from .cpu.optim import adam_step
-    b1, b2, eps = 0.9, 0.999, 1e-8
+    b1, b2, eps = ADAM_BETAS_EPS
     k = np.array([b1, 1 - b1, b2, 1 - b2, 1 - b1 ** t, 1 - b2 ** t, lr, eps], dtype=dt)
     out = [np.empty_like(p) for _ in range(3)]
     adam_step(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), k,
@@ -222,7 +225,7 @@ def apply_update(kind: str, params: dict, opt: dict, grads: dict, lr: float, t: 
             if fast is not None:
                 newp[k], newo[f"m_{k}"], newo[f"v_{k}"] = fast
                 continue
-            b1, b2, eps = 0.9, 0.999, 1e-8
+            b1, b2, eps = ADAM_BETAS_EPS
             m = b1 * opt[f"m_{k}"] + (1 - b1) * g
             v = b2 * opt[f"v_{k}"] + (1 - b2) * (g * g)
             mhat = m / (1 - b1 ** t)

@@ -141,7 +141,7 @@ def register_blas():
         binding.add_symbol("fastbptt_dgemm_one", one[1])
         # small one-thread float32 products with B as stored: OpenBLAS where its AVX-512
         # kernel beats MKL's generic one (see ONE_NN_MNK)
-        nn = ob if mode == "auto" and one is mkl and openblas_wins_small_nn() else one
+        nn = ob if mode == "auto" and one is mkl and OPENBLAS_WINS_SMALL_NN else one
         binding.add_symbol("fastbptt_sgemm_one_nn", nn[0])
         binding.add_symbol("fastbptt_one_threads_local", one[2] if one is not big else _noop_threads())
         # tiny and one-row products stay on OpenBLAS in every mode (see _sgemm_small)
@@ -154,21 +154,18 @@ def register_blas():
     return BLAS_NAME
 
 
-def openblas_wins_small_nn() -> bool:
+def _amd_with_avx512() -> bool:
     """Whether this CPU is an AMD one with AVX-512: OpenBLAS runs its AVX-512 (SkylakeX)
     kernels there and MKL its generic ones (read from ``/proc/cpuinfo``; False elsewhere)."""
-    global _NN
-    if _NN is None:
-        try:
-            with open("/proc/cpuinfo") as f:
-                head = f.read(1 << 16)
-        except OSError:
-            head = ""
-        _NN = "AuthenticAMD" in head and " avx512f" in head
-    return _NN
+    try:
+        with open("/proc/cpuinfo") as f:
+            head = f.read(1 << 16)
+    except OSError:
+        return False
+    return "AuthenticAMD" in head and " avx512f" in head
 
 
-_NN = None
+OPENBLAS_WINS_SMALL_NN = _amd_with_avx512()    # read once, when the BLAS is first needed
 
 
 def one_thread_mkl() -> bool:
@@ -215,7 +212,7 @@ THREAD_MIN = 1 << 24
 # 81, 1600 x 64 x 512: 63 against 82, 3200 x 256 x 2048: 62 against 89, and Aᵀ B with
 # 2048 x 3200 x 256: 71 against 80 (MKL 2026.2's generic kernel blocks long products worse).
 ONE_ROWS = 256
-# On an AMD CPU with AVX-512 (openblas_wins_small_nn), OpenBLAS runs small float32 products
+# On an AMD CPU with AVX-512 (OPENBLAS_WINS_SMALL_NN), OpenBLAS runs small float32 products
 # whose B is used as stored (tb = 0: the backward step's δ W) in its SkylakeX small-matrix
 # kernel, which does not pack B: up to ONE_NN_MNK = 10^6 multiply-adds (OpenBLAS's own limit,
 # sgemm_small_kernel_permit_skylakex); with B transposed (the forward step's h Wᵀ) it packs
@@ -229,7 +226,7 @@ ONE_ROWS = 256
 # most: MKL's product whole, as before. Decided from the CPU when this module is imported, so
 # the compiled code keeps it (Numba's cache is keyed on the CPU's name and features).
 ONE_NN_MNK = 1_000_000
-ONE_NN_CHUNKS = 64 if openblas_wins_small_nn() else 1
+ONE_NN_CHUNKS = 64 if OPENBLAS_WINS_SMALL_NN else 1
 
 
 @njit(inline="always", **_JIT)
@@ -379,11 +376,9 @@ def _gemm(A, ta, B, tb, C, beta, scratch, fscratch):
     if want == 1 and m <= ONE_ROWS:     # a time step's one-thread product (MKL in auto mode)
         prev1 = _one_threads_local(1)
         nk = _nn_chunks(m, n, k) if fsz == 4 and tb == 0 else 0
-        if nk == 1:
-            _sgemm_one_nn(*args)
-        elif nk > 1:
-            # k in nk chunks, each within the small-matrix limit: C = beta·C + A₁B₁, then
-            # C += A_iB_i (B's rows and A's columns, or rows when ta, of each chunk)
+        if nk > 0:
+            # k in nk chunks (usually one), each within the small-matrix limit:
+            # C = beta·C + A₁B₁, then C += A_iB_i (B's rows and A's columns, or rows when ta)
             k0 = 0
             for i in range(nk):
                 k1 = k * (i + 1) // nk
