@@ -165,6 +165,8 @@ def estimate(T: int, B: int, n_in: int, n_hidden: int, n_out: int, *,
         fixed["batch_split"] = _split_bytes(T, B, I, it, inputs, B * SH * it, params, n_parts,
                                             0 if fused else fixed["weight_copies"])
 
+    # the forward steps' copy of Wᵀ, one per part where they read it (cpu.blas.forward_transposed)
+    wt = _transposed_w_bytes(B, n_parts, GH * H * it, dt)
     if fused:
         R = T * B
         # one workspace for the whole call (fastbptt.cpu.fused.workspace_layout): states,
@@ -184,8 +186,9 @@ def estimate(T: int, B: int, n_in: int, n_hidden: int, n_out: int, *,
         part_ws = sum(v for k, v in comp.items() if k != "h_last") // n_parts
         comp["alignment"] = n_parts * (HUGE if part_ws >= ADVISE_MIN else 64)
         comp.update(fixed)
-        comp["weight_copies"] = 0
+        comp["weight_copies"] = wt        # no Uᵀ: one-hot rows are gathered from U itself
         return _finish(comp, phase)
+    fixed["weight_copies"] += wt
 
     if seg is None:
         store = {"states": (min(T, hist + group) + 1) * B * KH * it}
@@ -234,6 +237,13 @@ SPLIT_MEMORY_BYTES = 8 << 20
 def split_pays(extra: int, whole: int) -> bool:
     """Whether a memory-saving call may split: the split adds ``extra`` bytes to ``whole``."""
     return extra <= max(SPLIT_MEMORY_SHARE * whole, SPLIT_MEMORY_BYTES)
+
+
+def _transposed_w_bytes(B, n_parts, w_bytes, dt):
+    """Bytes of the copies of Wᵀ a call over B rows in n_parts row blocks makes."""
+    from .cpu.blas import forward_transposed
+    from .cpu.parallel import bounds
+    return sum(w_bytes for lo, hi in bounds(B, n_parts) if forward_transposed(hi - lo, dt))
 
 
 def _split_bytes(T, B, I, it, inputs, state_bytes, params, n_parts, weight_copies):

@@ -133,12 +133,13 @@ class _Prepared:
     def __init__(self, p, params, inputs, targets, h0, opts, check_finite, reuse_grads):
         from .cpu.blas import register_blas, threads_now
         from .cpu.fused import fused_full_bptt, workspace_layout, xblocks_of
-        from .cpu.steps import cell_tag
+        from .cpu.steps import cell_tag, recurrent_operand
         from .cpu.workspace import workspace
         register_blas()
         self._opts = opts
         self._check_finite = check_finite
         self._threads_now = threads_now
+        self._wt, self._B = recurrent_operand, p.B      # Wᵀ per call where the steps read it
         self._cell = cell = p.cell
         dt = self._dtype = p.dtype
         H, GH, R = p.H, cell.G * p.H, p.T * p.B
@@ -205,7 +206,7 @@ class _Prepared:
                 E if k == 2 else None, U, W, b, bn if self._has_bn else e1, Vm, c, state0,
                 tgt.reshape(R) if lk == 0 else None, yrows.reshape(R, -1) if lk == 1 else None,
                 yrows.reshape(R, -1) if lk == 2 else None, self._weights, self._act,
-                self._threads_now(), ws, g["U"], g["W"], g["b"], g["bn"], g["V"], g["c"], g["E"],
+                self._wt(W, self._B), self._threads_now(), ws, g["U"], g["W"], g["b"], g["bn"], g["V"], g["c"], g["E"],
                 g["h0"], g["last"])      # g["last"]: h_last, fresh every call
 
     def _plain(self, params, inputs, targets, h0):

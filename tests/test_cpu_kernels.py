@@ -211,21 +211,27 @@ def _gemm_strided(rng, dtype, m, n, k, ta, tb, beta, tol):
 def test_gemm_every_size_class_strided(dtype):
     """Each size class goes to its own library call: tiny (OpenBLAS), one-thread of up to
     ONE_ROWS rows (MKL in auto mode when installed; float32 with B as stored: OpenBLAS on AMD
-    CPUs with AVX-512, in up to ONE_NN_CHUNKS chunks of k), longer one-thread (OpenBLAS) and
-    threaded; every transpose and beta, strided rows."""
+    CPUs with AVX-512, in blocks of columns and chunks of k), longer one-thread (OpenBLAS)
+    and threaded; every transpose and beta, strided rows."""
     cpu.register_blas()
     rng = np.random.default_rng(2)
     small, thread_min, one_rows = cpu.blas._SMALL_GEMM, cpu.blas.THREAD_MIN, cpu.blas.ONE_ROWS
     shapes = [(16, 20, 24), (24, 48, 144), (16, 128, 512), (32, 128, 512), (64, 128, 1024),
+              (16, 300, 256), (32, 200, 512),
               (one_rows + 1, 40, 24), (256, 256, 256)]                              # (m, n, k)
-    assert [m * n * k < small for m, n, k in shapes] == [True] + [False] * 6
-    assert [m * n * k < thread_min for m, n, k in shapes] == [True] * 6 + [False]
-    assert [m <= one_rows for m, n, k in shapes] == [True] * 5 + [False, True]
-    # one chunk, then two, three and nine where OpenBLAS's small kernel wins (AMD with
-    # AVX-512), else the whole product on MKL (where installed)
-    chunks = [cpu.blas._nn_chunks.py_func(m, n, k) for m, n, k in shapes[1:5]]
-    assert chunks == ([1, 2, 3, 9] if cpu.blas.ONE_NN_CHUNKS > 1 else [1, 0, 0, 0])
-    assert cpu.blas._nn_chunks.py_func(16, 4096, 64) == 0          # no chunk 32 deep fits
+    assert [m * n * k < small for m, n, k in shapes] == [True] + [False] * 8
+    assert [m * n * k < thread_min for m, n, k in shapes] == [True] * 8 + [False]
+    assert [m <= one_rows for m, n, k in shapes] == [True] * 7 + [False, True]
+    # (column blocks, chunks of k): one of each, then two, three and nine chunks, three
+    # blocks, two of each where OpenBLAS's small kernel wins (AMD with AVX-512), else the
+    # whole product on MKL (where installed)
+    blocks = [cpu.blas._nn_blocks.py_func(m, n, k) for m, n, k in shapes[1:7]]
+    assert blocks == ([(1, 1), (1, 2), (1, 3), (1, 9), (3, 1), (2, 2)]
+                      if cpu.blas.ONE_NN_CHUNKS > 1 else [(1, 1)] + [(0, 0)] * 5)
+    assert cpu.blas._nn_blocks.py_func(300, 4096, 64) == (0, 0)     # no chunk 32 deep fits
+    # the long one-thread Aᵀ B with three times more rows than columns runs as (Bᵀ A)ᵀ there
+    assert cpu.blas._swap_tn.py_func(one_rows + 1, 40) == cpu.blas.SWAP_TN
+    assert not cpu.blas._swap_tn.py_func(256, 256)
     for (m, n, k), ta, tb, beta in itertools.product(shapes, (0, 1), (0, 1), (0.0, 1.0)):
         _gemm_strided(rng, dtype, m, n, k, ta, tb, beta, 2e-4 if dtype == np.float32 else 1e-12)
 
@@ -361,6 +367,61 @@ def test_fused_cells_at_edge_shapes_match_reference(cell, dtype):
             np.testing.assert_allclose(g1[k], g2[k], err_msg=f"{cell} {in_kind} {k}", **tol)
         for a, b in zip(s1 if isinstance(s1, tuple) else (s1,), s2 if isinstance(s2, tuple) else (s2,)):
             np.testing.assert_allclose(a, b, **tol)
+
+
+def test_forward_transposed_rule():
+    """The forward steps read a copy of Wᵀ only for float32 batches of 9 to ONE_ROWS rows,
+    where OpenBLAS's small-matrix kernel serves the B-as-stored products in blocks."""
+    from fastbptt.cpu.blas import ONE_ROWS, _GEMV_ROWS, forward_transposed
+    from fastbptt.cpu.steps import recurrent_operand
+    cpu.register_blas()
+    on = cpu.blas.ONE_NN_CHUNKS > 1 and cpu.blas._NN_OPENBLAS
+    assert forward_transposed(16, np.float32) == on
+    assert forward_transposed(ONE_ROWS, np.float32) == on
+    for B, dt in ((_GEMV_ROWS, np.float32), (ONE_ROWS + 1, np.float32), (16, np.float64)):
+        assert not forward_transposed(B, dt)
+    W = np.arange(4 * 37 * 37, dtype=np.float32).reshape(4 * 37, 37) * 0.5       # [4H, H]
+    WT = recurrent_operand(W, 16)
+    if on:
+        np.testing.assert_array_equal(WT, W.T)
+    else:
+        assert WT.shape == (0, 0)
+    assert recurrent_operand(W.astype(np.float64), 16).shape == (0, 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_forward_steps_with_transposed_w_match_reference(cell, dtype, monkeypatch):
+    """With the forward steps made to read Wᵀ (whatever this CPU's rule), the fused call, the
+    engine (a mask) and the layer API equal the NumPy reference; the rule itself is
+    :func:`test_forward_transposed_rule`'s."""
+    from fastbptt.cpu import fused, layer, ops
+
+    def always(W, B):
+        WT = np.empty((W.shape[1], W.shape[0]), W.dtype)
+        cpu.blas.add_transposed(W, WT, 0.0)
+        return WT
+    for mod in (fused, layer, ops):
+        monkeypatch.setattr(mod, "recurrent_operand", always)
+    rng = np.random.default_rng(5)
+    T, B, I, H, O = 6, 12, 7, 19, 5
+    p, x, h0 = _cell_case(rng, cell, dtype, "float", T, B, I, H, O)
+    y = rng.integers(0, O, (T, B))
+    tol = TOL[dtype]
+    mask = np.ones((T, B), bool)
+    mask[4:, 3] = False
+    for kw in ({}, {"mask": mask}):
+        ref = fastbptt.loss_and_grad(p, x, y, h0, cell=cell, backend="numpy", **kw)
+        out = fastbptt.loss_and_grad(p, x, y, h0, cell=cell, **kw)
+        np.testing.assert_allclose(out[0], ref[0], **tol)
+        for k in ref[1]:
+            np.testing.assert_allclose(out[1][k], ref[1][k], err_msg=f"{cell} {kw} {k}", **tol)
+    fwd = getattr(fastbptt, f"{cell}_forward")
+    args = (x, h0, None) if cell == "lstm" else (x, h0)
+    extra = (p["bn"],) if cell == "gru" else ()
+    hs, _ = fwd(*args, p["U"], p["W"], p["b"], *extra)
+    hs_ref, _ = fwd(*args, p["U"], p["W"], p["b"], *extra, backend="numpy")
+    np.testing.assert_allclose(hs, hs_ref, **tol)
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])

@@ -43,6 +43,7 @@ import threading
 from numba import types as _nbt
 
 BLAS_NAME = None         # "scipy-openblas", "scipy-openblas+mkl" or "mkl" once registered
+_NN_OPENBLAS = False     # whether fastbptt_sgemm_one_nn is OpenBLAS's (set on registration)
 
 
 BLAS_MODES = ("auto", "openblas", "mkl")
@@ -121,7 +122,7 @@ def register_blas():
     """Register the ``fastbptt_*`` BLAS symbols (once, as FASTBPTT_BLAS says); returns the
     BLAS's name: ``scipy-openblas``, ``mkl`` or ``scipy-openblas+mkl`` (auto with MKL: the
     one-thread products on MKL)."""
-    global BLAS_NAME
+    global BLAS_NAME, _NN_OPENBLAS
     if BLAS_NAME is None:
         from llvmlite import binding
         mode = blas_mode()
@@ -143,6 +144,7 @@ def register_blas():
         # kernel beats MKL's generic one (see ONE_NN_MNK)
         nn = ob if mode == "auto" and one is mkl and OPENBLAS_WINS_SMALL_NN else one
         binding.add_symbol("fastbptt_sgemm_one_nn", nn[0])
+        _NN_OPENBLAS = nn is ob
         binding.add_symbol("fastbptt_one_threads_local", one[2] if one is not big else _noop_threads())
         # tiny and one-row products stay on OpenBLAS in every mode (see _sgemm_small)
         binding.add_symbol("fastbptt_sgemm_small", ob[0])
@@ -166,6 +168,20 @@ def _amd_with_avx512() -> bool:
 
 
 OPENBLAS_WINS_SMALL_NN = _amd_with_avx512()    # read once, when the BLAS is first needed
+
+
+def forward_transposed(B, dtype) -> bool:
+    """Whether a time loop over B rows reads its forward products ``h Wᵀ`` from a transposed
+    copy of W (``[H, G·H]``, B as stored), made once per call.
+
+    Yes where OpenBLAS's small-matrix kernel serves those products in blocks (float32, an
+    AMD CPU with AVX-512 and OpenBLAS on the B-as-stored one-thread products: see
+    ONE_NN_MNK) and a step's product is a ``?gemm`` of at most ONE_ROWS rows, not a
+    ``?gemv``. Per step on one core, µs: 16x128x512 (the LSTM's small size) 25.4 against
+    18.5, 32x512x2048 (the LSTM's medium) 785 against 621. The copy costs G·H·H elements.
+    """
+    return (np.dtype(dtype) == np.float32 and _GEMV_ROWS < B <= ONE_ROWS
+            and ONE_NN_CHUNKS > 1 and register_blas() is not None and _NN_OPENBLAS)
 
 
 def one_thread_mkl() -> bool:
@@ -213,33 +229,58 @@ THREAD_MIN = 1 << 24
 # 2048 x 3200 x 256: 71 against 80 (MKL 2026.2's generic kernel blocks long products worse).
 ONE_ROWS = 256
 # On an AMD CPU with AVX-512 (OPENBLAS_WINS_SMALL_NN), OpenBLAS runs small float32 products
-# whose B is used as stored (tb = 0: the backward step's δ W) in its SkylakeX small-matrix
-# kernel, which does not pack B: up to ONE_NN_MNK = 10^6 multiply-adds (OpenBLAS's own limit,
-# sgemm_small_kernel_permit_skylakex); with B transposed (the forward step's h Wᵀ) it packs
-# and MKL stays. Measured on one core, µs per product, MKL against OpenBLAS (m x k x n):
-# 16x128x128 tb0 6.47 against 4.59, tb1 6.46 against 9.82; 32x128x128 tb0 11.6 against 9.1;
-# 16x384x128 tb0 20.6 against 13.6; past the limit 16x512x128 tb0 27.4 against 38.6. So a
-# bigger product runs as chunks of k (the first with the caller's beta, the rest adding),
-# each within the limit and at least 32 deep, up to ONE_NN_CHUNKS of them: 16x512x128 in two
-# 18.3 µs; the medium size's steps, MKL whole against OpenBLAS chunked: 32x512x512 208 against
-# 157, 32x1536x512 603 against 467, 32x2048x512 831 against 611. Elsewhere one chunk at
-# most: MKL's product whole, as before. Decided from the CPU when this module is imported, so
-# the compiled code keeps it (Numba's cache is keyed on the CPU's name and features).
+# whose B is used as stored (tb = 0) in its SkylakeX small-matrix kernel, which does not pack
+# B: up to ONE_NN_MNK = 10^6 multiply-adds (OpenBLAS's own limit,
+# sgemm_small_kernel_permit_skylakex); with B transposed it packs, and MKL runs its generic
+# kernel. Measured on one core, µs per product, MKL against OpenBLAS (m x k x n): 16x128x128
+# tb0 6.47 against 4.59, tb1 6.46 against 9.82; 16x384x128 tb0 20.6 against 13.6; past the
+# limit 16x512x128 tb0 27.4 against 38.6. So a bigger product runs in blocks: columns of C
+# (and B) at most ONE_NN_COLS wide, each block's k in chunks (the first with the caller's
+# beta, the rest adding) within the limit and at least 32 deep, up to ONE_NN_CHUNKS chunks.
+# One-thread products on one core, µs, MKL (tb1 / tb0 whole) against OpenBLAS in blocks:
+# 16x128x512 25.4 against 18.5; 32x512x512 189 against 149; 32x512x2048 785 / 1120 against
+# 621; 32x2048x512 856 against 598 (k chunks alone, whole width: 611); 64x1024x1024 1552
+# against 1268; 64x1024x4096 7010 against 5926. That is why the forward step reads a
+# transposed copy of W (:func:`forward_transposed`). Elsewhere nothing is chunked: MKL's
+# product whole, as before. Decided from the CPU when this module is imported, so the
+# compiled code keeps it (Numba's cache is keyed on the CPU's name and features).
 ONE_NN_MNK = 1_000_000
+ONE_NN_COLS = 128
 ONE_NN_CHUNKS = 64 if OPENBLAS_WINS_SMALL_NN else 1
+# On the same CPUs, a long one-thread weight-gradient product C = Aᵀ B [m, n] (more than
+# ONE_ROWS rows: δᵀ h over a row block's T·B rows) with m >= 3n and m·n <= SWAP_TN_MN runs
+# faster on OpenBLAS as Cᵀ = Bᵀ A, even with the transposition after. One core, µs, as is
+# against swapped and transposed (m x k x n): 512x1600x128 (the LSTM's small δᵀ h) 2311
+# against 2078; 384x1600x128 (the GRU's) 1742 against 1464; 512x1600x64 (δᵀ x) 1243
+# against 984; but 128x1600x128 481 against 496 and 2048x3200x512 68567 against 71508.
+SWAP_TN = OPENBLAS_WINS_SMALL_NN
+SWAP_TN_MN = 1 << 16
 
 
 @njit(inline="always", **_JIT)
-def _nn_chunks(m, n, k):
-    """Chunks of k for a one-thread B-as-stored float32 product on the ``_one_nn`` library,
-    each at most ONE_NN_MNK multiply-adds; 0: too big, ``_one`` takes it whole."""
+def _swap_tn(m, n):
+    """Whether a long one-thread float32 product Aᵀ B [m, n] runs as (Bᵀ A)ᵀ (SWAP_TN)."""
+    return SWAP_TN and m >= 3 * n and m * n <= SWAP_TN_MN
+
+
+@njit(inline="always", **_JIT)
+def _nn_blocks(m, n, k):
+    """(column blocks, chunks of k per block) for a one-thread B-as-stored float32 product
+    on the ``_one_nn`` library, each call at most ONE_NN_MNK multiply-adds; (0, 0): too big,
+    ``_one`` takes it whole."""
     if m * n * k <= ONE_NN_MNK:
-        return 1
-    deep = ONE_NN_MNK // (m * n)         # the deepest chunk within the limit
-    if ONE_NN_CHUNKS == 1 or deep < 32:
-        return 0
+        return 1, 1
+    if ONE_NN_CHUNKS == 1:
+        return 0, 0
+    nb = (n + ONE_NN_COLS - 1) // ONE_NN_COLS
+    w = (n + nb - 1) // nb               # the widest block
+    deep = ONE_NN_MNK // (m * w)         # the deepest chunk within the limit
+    if deep < 32:
+        return 0, 0
     nk = (k + deep - 1) // deep
-    return nk if nk <= ONE_NN_CHUNKS else 0
+    return (nb, nk) if nk <= ONE_NN_CHUNKS else (0, 0)
+
+
 _threads_local = _nbt.ExternalFunction("fastbptt_threads_local", _nbt.int32(_nbt.int32))
 _one_threads_local = _nbt.ExternalFunction("fastbptt_one_threads_local", _nbt.int32(_nbt.int32))
 
@@ -375,29 +416,66 @@ def _gemm(A, ta, B, tb, C, beta, scratch, fscratch):
         scratch[9] = want
     if want == 1 and m <= ONE_ROWS:     # a time step's one-thread product (MKL in auto mode)
         prev1 = _one_threads_local(1)
-        nk = _nn_chunks(m, n, k) if fsz == 4 and tb == 0 else 0
-        if nk > 0:
-            # k in nk chunks (usually one), each within the small-matrix limit:
-            # C = beta·C + A₁B₁, then C += A_iB_i (B's rows and A's columns, or rows when ta)
-            k0 = 0
-            for i in range(nk):
-                k1 = k * (i + 1) // nk
-                scratch[4] = k1 - k0
-                if i > 0:
-                    fscratch[1] = 1
-                ai = a + (k0 * lda * fsz if ta else k0 * fsz)
-                _sgemm_one_nn(s, s + 4, s + 8, s + 12, s + 16, f, b + k0 * ldb * fsz, s + 20,
-                              ai, s + 24, f + fsz, c, s + 28)
-                k0 = k1
+        nb, nk = _nn_blocks(m, n, k) if fsz == 4 and tb == 0 else (0, 0)
+        if nb > 0:
+            # C's columns in nb blocks (B's columns), each block's k in nk chunks (usually
+            # one of each): C = beta·C + A₁B₁, then C += A_iB_i (B's rows and A's columns,
+            # or rows when ta)
+            j0 = 0
+            for jb in range(nb):
+                j1 = n * (jb + 1) // nb
+                scratch[2] = j1 - j0
+                fscratch[1] = beta
+                k0 = 0
+                for i in range(nk):
+                    k1 = k * (i + 1) // nk
+                    scratch[4] = k1 - k0
+                    if i > 0:
+                        fscratch[1] = 1
+                    ai = a + (k0 * lda * fsz if ta else k0 * fsz)
+                    _sgemm_one_nn(s, s + 4, s + 8, s + 12, s + 16, f,
+                                  b + (k0 * ldb + j0) * fsz, s + 20, ai, s + 24, f + fsz,
+                                  c + j0 * fsz, s + 28)
+                    k0 = k1
+                j0 = j1
         elif fsz == 4:
             _sgemm_one(*args)
         else:
             _dgemm_one(*args)
         _one_threads_local(prev1)
+    elif fsz == 4 and want == 1 and ta and not tb and _swap_tn(m, n):
+        # a weight gradient δᵀ h with more gate rows than columns: OpenBLAS runs Cᵀ = Bᵀ A
+        # faster, into a temporary that is then transposed into C
+        ct = np.empty((n, m), C.dtype)
+        scratch[0] = 78                  # C'ᵀ = Aᵀ B in column-major, A' = B, B' = A
+        scratch[1] = 84
+        scratch[2] = m
+        scratch[3] = n
+        scratch[5] = lda
+        scratch[6] = ldb
+        scratch[7] = m
+        fscratch[1] = 0
+        _sgemm(s, s + 4, s + 8, s + 12, s + 16, f, a, s + 20, b, s + 24, f + fsz,
+               ct.ctypes.data, s + 28)
+        add_transposed(ct, C, beta)
     elif fsz == 4:
         _sgemm(*args)
     else:
         _dgemm(*args)
+
+
+@njit(**_JIT)
+def add_transposed(ct, C, beta):
+    """C = beta·C + ctᵀ in 32 x 32 tiles (both sides stay in cache); ct [n, m], C [m, n].
+    With beta 0, C is only written."""
+    m, n = C.shape
+    for i0 in range(0, m, 32):
+        i1 = min(m, i0 + 32)
+        for j0 in range(0, n, 32):
+            j1 = min(n, j0 + 32)
+            for i in range(i0, i1):
+                for j in range(j0, j1):
+                    C[i, j] = ct[j, i] if beta == 0 else beta * C[i, j] + ct[j, i]
 
 
 LP64_MAX = 2 ** 31          # gemm passes sizes to BLAS as 32-bit ints

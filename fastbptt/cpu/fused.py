@@ -18,7 +18,7 @@ from ._static import static_dispatch
 from .blas import LP64_MAX, gemm, gemm_scratch, register_blas, restore_threads, threads_now
 from .heads import mse_rows, softmax_xent_ids, softmax_xent_probs
 from .steps import (backward_step, cell_tag, forward_step, input_delta, input_grads, onehot_grads,
-                    recurrent_grads)
+                    recurrent_grads, recurrent_operand)
 from .workspace import held
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
@@ -172,7 +172,7 @@ def workspace_layout(T, B, G, D, K, H, O, I, split, embed):
 
 @njit(**_JIT)
 def fused_full_bptt(tag, split, K, D, xblocks, bn_col, x, ids, E, U, W, b, bn, V, c,
-                    state0, tgt, yprob, ymse, w, act, nthreads, ws,
+                    state0, tgt, yprob, ymse, w, act, WT, nthreads, ws,
                     gU, gW, gb, gbn, gV, gc, gE, gstate0, last_state):
     """Loss and every gradient of full BPTT in one call (no mask, every step carries loss).
 
@@ -180,7 +180,8 @@ def fused_full_bptt(tag, split, K, D, xblocks, bn_col, x, ids, E, U, W, b, bn, V
     written transposed, [I, G·H]); or ids looked up in E [vocab, I] (x None). R = T·B rows,
     time-major. Loss: cross-entropy with class ids tgt [R], cross-entropy with probability
     rows yprob [R, O], or mse against ymse [R, O]; the two unused targets are None.
-    w [R]: each row's loss weight.
+    w [R]: each row's loss weight. WT: W's transpose [H, G·H] for the forward steps, or
+    empty (:func:`fastbptt.cpu.steps.recurrent_operand`).
     state0 [B, S·H] in; gstate0 and last_state [B, S·H] out. ws: the workspace, at least
     :func:`workspace_layout`'s size (one allocation per call: several made page faults a
     large part of the small size's time). Gradients are written, not added. Returns the loss
@@ -215,7 +216,7 @@ def fused_full_bptt(tag, split, K, D, xblocks, bn_col, x, ids, E, U, W, b, bn, V
             rows[r, j] = state0[r, j]
     for t in range(T):
         forward_step(tag, split, pre[t * B:(t + 1) * B], rec, rows[t * B:(t + 1) * B],
-                     rows[(t + 1) * B:(t + 2) * B], W, bn, act, sc, fs)
+                     rows[(t + 1) * B:(t + 2) * B], W, WT, bn, act, sc, fs)
     for r in range(B):
         for j in range(SH):
             last_state[r, j] = rows[T * B + r, j]
@@ -295,7 +296,8 @@ def fused_loss_and_grad(p):
     loss = fused_full_bptt(cell_tag(cell), cell.split, cell.K, cell.D, xblocks_of(cell), cell.bn_col,
                            x, ids, E, p.U, p.W, p.b, p.bn if p.bn is not None else e1,
                            p.V, p.c, state0, tgt, yprob, ymse, p.weights.reshape(-1),
-                           p.act, threads_now(), ws, g["U"], g["W"], g["b"], gbn, g["V"], g["c"], gE,
+                           p.act, recurrent_operand(p.W, p.B), threads_now(), ws,
+                           g["U"], g["W"], g["b"], gbn, g["V"], g["c"], gE,
                            gstate0, last_state)
     if in_kind == 1:
         g["U"] = np.ascontiguousarray(g["U"].T)

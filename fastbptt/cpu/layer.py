@@ -5,7 +5,8 @@ import numpy as np
 
 from .blas import gemm, gemm_scratch, register_blas, restore_threads, threads_now
 from .fused import xblocks_of
-from .steps import backward_steps, cell_tag, forward_steps, input_delta, input_grads, recurrent_grads
+from .steps import (backward_steps, cell_tag, forward_steps, input_delta, input_grads, recurrent_grads,
+                    recurrent_operand)
 
 
 def forward(cell, x, state0, U, W, b, bn, act):
@@ -21,8 +22,8 @@ def forward(cell, x, state0, U, W, b, bn, act):
     rows = np.empty((T + 1, B, cell.K * H), dt)
     rows[0, :, :cell.S * H] = state0
     rec = np.empty((B if cell.split else 0, GH), dt)
-    forward_steps(cell_tag(cell), cell.split, pre, rows, W, bn if bn is not None else np.empty(0, dt),
-                  rec, act, sc, fs)
+    forward_steps(cell_tag(cell), cell.split, pre, rows, W, recurrent_operand(W, B),
+                  bn if bn is not None else np.empty(0, dt), rec, act, sc, fs)
     restore_threads(sc)
     return rows
 

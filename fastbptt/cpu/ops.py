@@ -16,7 +16,7 @@ from .blas import LP64_MAX, gemm, gemm_scratch, register_blas, restore_threads, 
 from .fused import xblocks_of
 from .heads import gather_rows_bias, mse_rows, scatter_add_rows, softmax_xent_ids, softmax_xent_probs
 from .steps import (backward_steps, cell_tag, forward_steps, input_delta, input_grads, onehot_grads,
-                    recurrent_grads)
+                    recurrent_grads, recurrent_operand)
 
 
 class CpuOps:
@@ -34,6 +34,7 @@ class CpuOps:
         self.UT = np.ascontiguousarray(p.U.T) if (p.ids is not None and p.E is None) else None
         self.bn = p.bn if p.bn is not None else np.empty(0, p.dtype)
         self.rec = np.empty((p.B if cell.split else 0, self.GH), p.dtype)
+        self.WT = recurrent_operand(p.W, p.B)      # Wᵀ where the forward steps read it
         register_blas()
         self._sc, self._fs = gemm_scratch(threads_now(), p.W)      # W: only its dtype is used
 
@@ -86,8 +87,8 @@ class CpuOps:
     def forward(self, pre, rows):
         """rows[1:] [n, B, K·H] from rows[0] and pre [n, B, G·H] (consumed)."""
         c = self.cell
-        forward_steps(cell_tag(c), c.split, pre, rows, self.p.W, self.bn, self.rec, self.p.act,
-                      self._sc, self._fs)
+        forward_steps(cell_tag(c), c.split, pre, rows, self.p.W, self.WT, self.bn, self.rec,
+                      self.p.act, self._sc, self._fs)
 
     def head(self, rows_out, t0, t1, g):
         """Loss of steps [t0, t1) and ∂L/∂h_t through the output layer.

@@ -22,7 +22,7 @@ from numba import types
 from .._jit import njit
 from ._static import static_dispatch
 from . import gru, lstm, rnn
-from .blas import gemm
+from .blas import add_transposed, forward_transposed, gemm
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
 
@@ -64,13 +64,20 @@ static_dispatch(cell_backward, _choose_cell(cell_backward))
 
 
 @njit(inline="always", **_JIT)
-def forward_step(tag, split, pre_t, rec, prev, cur, W, bn, act, sc, fs):
-    """State row ``cur`` [B, K·H] from ``prev`` and pre_t [B, G·H] (overwritten if not split)."""
+def forward_step(tag, split, pre_t, rec, prev, cur, W, WT, bn, act, sc, fs):
+    """State row ``cur`` [B, K·H] from ``prev`` and pre_t [B, G·H] (overwritten if not split).
+
+    WT: W's transpose [H, G·H] when the caller made one (:func:`fastbptt.cpu.blas.
+    forward_transposed`), else empty: the product reads W transposed.
+    """
     H = W.shape[1]
-    if split:
-        gemm(prev[:, :H], 0, W, 1, rec, 0.0, sc, fs)          # rec = h_{t-1} Wᵀ
+    h = prev[:, :H]
+    out = rec if split else pre_t
+    beta = 0.0 if split else 1.0                              # rec = / pre_t += h_{t-1} Wᵀ
+    if WT.shape[0] > 0:
+        gemm(h, 0, WT, 0, out, beta, sc, fs)
     else:
-        gemm(prev[:, :H], 0, W, 1, pre_t, 1.0, sc, fs)        # pre_t += h_{t-1} Wᵀ
+        gemm(h, 0, W, 1, out, beta, sc, fs)
     cell_forward(tag, pre_t, rec, prev, cur, bn, H, act)
 
 
@@ -84,13 +91,23 @@ def backward_step(tag, delta_t, cur, prev, dstate, W, act, sc, fs):
 
 
 @njit(**_JIT)
-def forward_steps(tag, split, pre, rows, W, bn, rec, act, sc, fs):
+def forward_steps(tag, split, pre, rows, W, WT, bn, rec, act, sc, fs):
     """Run the recurrence over n steps: rows[1:] from rows[0] and pre [n, B, G·H].
 
-    rec [B, G·H] is scratch for split cells (any shape otherwise).
+    rec [B, G·H] is scratch for split cells (any shape otherwise); WT as :func:`forward_step`.
     """
     for t in range(pre.shape[0]):
-        forward_step(tag, split, pre[t], rec, rows[t], rows[t + 1], W, bn, act, sc, fs)
+        forward_step(tag, split, pre[t], rec, rows[t], rows[t + 1], W, WT, bn, act, sc, fs)
+
+
+def recurrent_operand(W, B):
+    """W's transpose [H, G·H] for a time loop over B rows, or an empty [0, 0] array where
+    the loop should read W as it is (:func:`fastbptt.cpu.blas.forward_transposed`)."""
+    if not forward_transposed(B, W.dtype):
+        return np.empty((0, 0), W.dtype)
+    WT = np.empty((W.shape[1], W.shape[0]), W.dtype)
+    add_transposed(W, WT, 0.0)
+    return WT
 
 
 @njit(**_JIT)
