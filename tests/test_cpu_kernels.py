@@ -370,15 +370,15 @@ def test_fused_cells_at_edge_shapes_match_reference(cell, dtype):
 
 
 def test_forward_transposed_rule():
-    """The forward steps read a copy of Wᵀ only for float32 batches of 9 to ONE_ROWS rows,
-    where OpenBLAS's small-matrix kernel serves the B-as-stored products in blocks."""
-    from fastbptt.cpu.blas import ONE_ROWS, _GEMV_ROWS, forward_transposed
+    """The forward steps read a copy of Wᵀ only for float32 batches of 9 to FORWARD_T_ROWS
+    rows, where OpenBLAS's small-matrix kernel serves the B-as-stored products in blocks."""
+    from fastbptt.cpu.blas import FORWARD_T_ROWS, _GEMV_ROWS, forward_transposed
     from fastbptt.cpu.steps import recurrent_operand
     cpu.register_blas()
     on = cpu.blas.ONE_NN_CHUNKS > 1 and cpu.blas._NN_OPENBLAS
     assert forward_transposed(16, np.float32) == on
-    assert forward_transposed(ONE_ROWS, np.float32) == on
-    for B, dt in ((_GEMV_ROWS, np.float32), (ONE_ROWS + 1, np.float32), (16, np.float64)):
+    assert forward_transposed(FORWARD_T_ROWS, np.float32) == on
+    for B, dt in ((_GEMV_ROWS, np.float32), (FORWARD_T_ROWS + 1, np.float32), (16, np.float64)):
         assert not forward_transposed(B, dt)
     W = np.arange(4 * 37 * 37, dtype=np.float32).reshape(4 * 37, 37) * 0.5       # [4H, H]
     WT = recurrent_operand(W, 16)

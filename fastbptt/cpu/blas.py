@@ -176,12 +176,17 @@ def forward_transposed(B, dtype) -> bool:
 
     Yes where OpenBLAS's small-matrix kernel serves those products in blocks (float32, an
     AMD CPU with AVX-512 and OpenBLAS on the B-as-stored one-thread products: see
-    ONE_NN_MNK) and a step's product is a ``?gemm`` of at most ONE_ROWS rows, not a
-    ``?gemv``. Per step on one core, µs: 16x128x512 (the LSTM's small size) 25.4 against
-    18.5, 32x512x2048 (the LSTM's medium) 785 against 621. The copy costs G·H·H elements.
+    ONE_NN_MNK) and a step's product is a ``?gemm`` of 9 to FORWARD_T_ROWS rows. One core,
+    MKL with W transposed over OpenBLAS in blocks, H 128 / 512: 16 rows 1.36 / 1.49 times
+    the time, 64 rows 1.14 / 1.18, 128 rows 1.08 / 0.95, 192 rows 1.01 / 0.91 (the LSTM's
+    16x128x512: 25.4 against 18.5 µs; 128x1024x4096: 11.8 against 12.7 ms). The copy costs
+    G·H·H elements.
     """
-    return (np.dtype(dtype) == np.float32 and _GEMV_ROWS < B <= ONE_ROWS
+    return (np.dtype(dtype) == np.float32 and _GEMV_ROWS < B <= FORWARD_T_ROWS
             and ONE_NN_CHUNKS > 1 and register_blas() is not None and _NN_OPENBLAS)
+
+
+FORWARD_T_ROWS = 64
 
 
 def one_thread_mkl() -> bool:
