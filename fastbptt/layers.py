@@ -398,7 +398,8 @@ def _head(p, top, V, c, t0=0):
     rows = np.flatnonzero(w)
     R = len(rows)
     g = rows + t0 * B                                         # rows of the whole [T·B] problem
-    h = top.reshape(T * B, F)[rows]                           # [R, D·H]
+    dense = R == T * B                                        # every row carries loss: no copies
+    h = top.reshape(T * B, F) if dense else top.reshape(T * B, F)[rows]      # [R, D·H]
     wr = np.ascontiguousarray(w[rows])
     tgt = y = None
     if p.tgt_ids is not None:
@@ -442,8 +443,11 @@ def _head(p, top, V, c, t0=0):
     for lp, dVp in parts[1:]:
         loss += float(lp)
         dV += dVp
-    dtop = np.zeros_like(top)
-    dtop.reshape(T * B, F)[rows] = dh
+    if dense:
+        dtop = dh.reshape(T, B, F)
+    else:
+        dtop = np.zeros_like(top)
+        dtop.reshape(T * B, F)[rows] = dh
     return loss, dV, o.sum(axis=0), dtop
 
 

@@ -5,6 +5,7 @@ import numpy as np
 
 from .blas import gemm, gemm_scratch, register_blas, restore_threads, threads_now
 from .fused import xblocks_of
+from .workspace import held
 from .steps import (backward_steps, cell_tag, forward_steps, input_delta, input_grads, recurrent_grads,
                     recurrent_operand)
 
@@ -15,7 +16,8 @@ def forward(cell, x, state0, U, W, b, bn, act):
     T, B, n_in = x.shape
     H, GH, dt = W.shape[1], W.shape[0], W.dtype
     sc, fs = gemm_scratch(threads_now(), W)
-    pre = np.empty((T, B, GH), dt)                       # x Uᵀ + b, all rows at once
+    pre = held(T * B * GH, dt).reshape(T, B, GH)        # x Uᵀ + b, all rows at once (dead
+                                                         # on return: this thread's workspace)
     pre2 = pre.reshape(-1, GH)
     pre2[...] = b
     gemm(x.reshape(-1, n_in), 0, U, 1, pre2, 1.0, sc, fs)
@@ -34,7 +36,7 @@ def backward(cell, dhs, dstate, x, rows, U, W, bn, act):
     T, B, n_in = x.shape
     H, dt = W.shape[1], W.dtype
     sc, fs = gemm_scratch(threads_now(), W)
-    delta = np.empty((T, B, cell.D * H), dt)
+    delta = held(T * B * cell.D * H, dt).reshape(T, B, cell.D * H)    # dead on return
     backward_steps(cell_tag(cell), dhs, 0, rows, W, dstate, delta, act, sc, fs)
     d2 = delta.reshape(-1, cell.D * H)
     xb = xblocks_of(cell)
