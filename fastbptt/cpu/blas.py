@@ -252,21 +252,6 @@ ONE_ROWS = 256
 ONE_NN_MNK = 1_000_000
 ONE_NN_COLS = 128
 ONE_NN_CHUNKS = 64 if OPENBLAS_WINS_SMALL_NN else 1
-# On the same CPUs, a long one-thread weight-gradient product C = Aᵀ B [m, n] (more than
-# ONE_ROWS rows: δᵀ h over a row block's T·B rows) with m >= 3n and m·n <= SWAP_TN_MN runs
-# faster on OpenBLAS as Cᵀ = Bᵀ A, even with the transposition after. One core, µs, as is
-# against swapped and transposed (m x k x n): 512x1600x128 (the LSTM's small δᵀ h) 2311
-# against 2078; 384x1600x128 (the GRU's) 1742 against 1464; 512x1600x64 (δᵀ x) 1243
-# against 984; but 128x1600x128 481 against 496 and 2048x3200x512 68567 against 71508.
-SWAP_TN = OPENBLAS_WINS_SMALL_NN
-SWAP_TN_MN = 1 << 16
-
-
-@njit(inline="always", **_JIT)
-def _swap_tn(m, n):
-    """Whether a long one-thread float32 product Aᵀ B [m, n] runs as (Bᵀ A)ᵀ (SWAP_TN)."""
-    return SWAP_TN and m >= 3 * n and m * n <= SWAP_TN_MN
-
 
 @njit(inline="always", **_JIT)
 def _nn_blocks(m, n, k):
@@ -448,21 +433,6 @@ def _gemm(A, ta, B, tb, C, beta, scratch, fscratch):
         else:
             _dgemm_one(*args)
         _one_threads_local(prev1)
-    elif fsz == 4 and want == 1 and ta and not tb and _swap_tn(m, n):
-        # a weight gradient δᵀ h with more gate rows than columns: OpenBLAS runs Cᵀ = Bᵀ A
-        # faster, into a temporary that is then transposed into C
-        ct = np.empty((n, m), C.dtype)
-        scratch[0] = 78                  # C'ᵀ = Aᵀ B in column-major, A' = B, B' = A
-        scratch[1] = 84
-        scratch[2] = m
-        scratch[3] = n
-        scratch[5] = lda
-        scratch[6] = ldb
-        scratch[7] = m
-        fscratch[1] = 0
-        _sgemm(s, s + 4, s + 8, s + 12, s + 16, f, a, s + 20, b, s + 24, f + fsz,
-               ct.ctypes.data, s + 28)
-        add_transposed(ct, C, beta)
     elif fsz == 4:
         _sgemm(*args)
     else:
