@@ -124,9 +124,10 @@ def test_python_threads_run_while_a_kernel_runs():
     cpu.register_blas()
     sc, fs = cpu.gemm_scratch(1, W)
     e0, e1 = np.empty(0), np.empty((0, H))
+    eW = np.empty((0, 0))                 # no transposed W: the step reads W itself
 
     def run(n):
-        cpu.forward_steps(cpu.cell_tag(0), False, xu[:n].copy(), hs[:n + 1], W, e0, e1, 0, sc, fs)
+        cpu.forward_steps(cpu.cell_tag(0), False, xu[:n].copy(), hs[:n + 1], W, eW, e0, e1, 0, sc, fs)
     run(2)                                                            # compile outside
     stall, seconds = python_ticks_during(lambda: run(T))
     assert stall < 0.5 * seconds, f"Python stalled {stall * 1e3:.0f} ms of a {seconds * 1e3:.0f} ms kernel"
