@@ -206,7 +206,8 @@ class _Prepared:
                 E if k == 2 else None, U, W, b, bn if self._has_bn else e1, Vm, c, state0,
                 tgt.reshape(R) if lk == 0 else None, yrows.reshape(R, -1) if lk == 1 else None,
                 yrows.reshape(R, -1) if lk == 2 else None, self._weights, self._act,
-                self._wt(W, self._B), self._threads_now(), ws, g["U"], g["W"], g["b"], g["bn"], g["V"], g["c"], g["E"],
+                self._wt(W, self._B), self._threads_now(), ws,
+                g["U"], g["W"], g["b"], g["bn"], g["V"], g["c"], g["E"],
                 g["h0"], g["last"])      # g["last"]: h_last, fresh every call
 
     def _plain(self, params, inputs, targets, h0):

@@ -389,17 +389,11 @@ def test_forward_transposed_rule():
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_forward_steps_with_transposed_w_match_reference(cell, dtype, monkeypatch):
-    """With the forward steps made to read Wᵀ (whatever this CPU's rule), the fused call, the
-    engine (a mask) and the layer API equal the NumPy reference; the rule itself is
-    :func:`test_forward_transposed_rule`'s."""
-    from fastbptt.cpu import fused, layer, ops
-
-    def always(W, B):
-        WT = np.empty((W.shape[1], W.shape[0]), W.dtype)
-        cpu.blas.add_transposed(W, WT, 0.0)
-        return WT
-    for mod in (fused, layer, ops):
-        monkeypatch.setattr(mod, "recurrent_operand", always)
+    """With the forward steps made to read Wᵀ (the rule answering yes whatever this CPU, dtype
+    and batch), the fused call, the engine (a mask) and the layer API equal the NumPy
+    reference; the rule itself is :func:`test_forward_transposed_rule`'s."""
+    from fastbptt.cpu import steps
+    monkeypatch.setattr(steps, "forward_transposed", lambda B, dtype: True)
     rng = np.random.default_rng(5)
     T, B, I, H, O = 6, 12, 7, 19, 5
     p, x, h0 = _cell_case(rng, cell, dtype, "float", T, B, I, H, O)

@@ -5,9 +5,9 @@ import numpy as np
 
 from .blas import gemm, gemm_scratch, register_blas, restore_threads, threads_now
 from .fused import xblocks_of
-from .workspace import held
 from .steps import (backward_steps, cell_tag, forward_steps, input_delta, input_grads, recurrent_grads,
                     recurrent_operand)
+from .workspace import held
 
 
 def forward(cell, x, state0, U, W, b, bn, act):

@@ -22,7 +22,7 @@ from numba import types
 from .._jit import njit
 from ._static import static_dispatch
 from . import gru, lstm, rnn
-from .blas import add_transposed, forward_transposed, gemm
+from .blas import forward_transposed, gemm, transpose_into
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
 
@@ -106,7 +106,7 @@ def recurrent_operand(W, B):
     if not forward_transposed(B, W.dtype):
         return np.empty((0, 0), W.dtype)
     WT = np.empty((W.shape[1], W.shape[0]), W.dtype)
-    add_transposed(W, WT, 0.0)
+    transpose_into(W, WT)
     return WT
 
 
