@@ -313,8 +313,8 @@ def rnn_forward(x: ArrayLike, h0: ArrayLike | None, U: ArrayLike, W: ArrayLike, 
                           batch_first=batch_first, backend=backend)
 
 
-def rnn_backward(dhs: ArrayLike, cache: LayerCache, dh_last: ArrayLike | None = None
-                 ) -> tuple[np.ndarray, ...]:
+def rnn_backward(dhs: ArrayLike, cache: LayerCache, dh_last: ArrayLike | None = None, *,
+                 input_grad: bool = True) -> tuple[np.ndarray, ...]:
     """Backward pass of an Elman layer.
 
     Parameters
@@ -327,12 +327,16 @@ def rnn_backward(dhs: ArrayLike, cache: LayerCache, dh_last: ArrayLike | None = 
     dh_last : array [B, H], optional
         A gradient on the final state h_T beyond ``dhs[-1]`` (e.g. from a decoder that starts
         from it): added to the delta buffer before the last step.
+    input_grad : bool
+        False: ``dx`` is returned as None and not computed. For a layer whose input needs no
+        gradient (data, as in a first layer) this skips a product as big as the forward
+        pass's input projection.
 
     Returns
     -------
     dx : [T, B, n_in] (batch-first like x), dh0 : [B, H], dU : [H, n_in], dW : [H, H], db : [H]
     """
-    dx, ds, dU, dW, db, _ = _layer.backward("rnn", dhs, cache, dh_last)
+    dx, ds, dU, dW, db, _ = _layer.backward("rnn", dhs, cache, dh_last, input_grad=input_grad)
     return dx, ds, dU, dW, db
 
 
@@ -361,7 +365,8 @@ def lstm_forward(x: ArrayLike, h0: ArrayLike | None, c0: ArrayLike | None, U: Ar
 
 
 def lstm_backward(dhs: ArrayLike, cache: LayerCache, dh_last: ArrayLike | None = None,
-                  dc_last: ArrayLike | None = None) -> tuple[np.ndarray, ...]:
+                  dc_last: ArrayLike | None = None, *,
+                  input_grad: bool = True) -> tuple[np.ndarray, ...]:
     """Backward pass of an LSTM layer.
 
     Parameters
@@ -372,12 +377,15 @@ def lstm_backward(dhs: ArrayLike, cache: LayerCache, dh_last: ArrayLike | None =
         From :func:`lstm_forward`.
     dh_last, dc_last : array [B, H], optional
         Gradients on the final h_T and c_T (e.g. from a decoder).
+    input_grad : bool
+        False: ``dx`` is None and not computed (see :func:`rnn_backward`).
 
     Returns
     -------
     dx : [T, B, n_in], dh0 : [B, H], dc0 : [B, H], dU : [4H, n_in], dW : [4H, H], db : [4H]
     """
-    dx, ds, dU, dW, db, _ = _layer.backward("lstm", dhs, cache, dh_last, dc_last)
+    dx, ds, dU, dW, db, _ = _layer.backward("lstm", dhs, cache, dh_last, dc_last,
+                                             input_grad=input_grad)
     H = ds.shape[1] // 2
     if hasattr(ds, "copy_to_host"):                  # a device array: no .copy()
         from . import cuda
@@ -412,13 +420,15 @@ def gru_forward(x: ArrayLike, h0: ArrayLike | None, U: ArrayLike, W: ArrayLike, 
                           backend=backend)
 
 
-def gru_backward(dhs: ArrayLike, cache: LayerCache, dh_last: ArrayLike | None = None
-                 ) -> tuple[np.ndarray, ...]:
+def gru_backward(dhs: ArrayLike, cache: LayerCache, dh_last: ArrayLike | None = None, *,
+                 input_grad: bool = True) -> tuple[np.ndarray, ...]:
     """Backward pass of a GRU layer.
+
+    Parameters as :func:`rnn_backward` (``input_grad=False``: ``dx`` is None, not computed).
 
     Returns
     -------
     dx : [T, B, n_in], dh0 : [B, H], dU : [3H, n_in], dW : [3H, H], db : [3H], dbn : [H]
     """
-    dx, ds, dU, dW, db, dbn = _layer.backward("gru", dhs, cache, dh_last)
+    dx, ds, dU, dW, db, dbn = _layer.backward("gru", dhs, cache, dh_last, input_grad=input_grad)
     return dx, ds, dU, dW, db, dbn

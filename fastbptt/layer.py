@@ -37,8 +37,12 @@ def _check_flag(name, v):
 
 
 def forward(cell, x, h0, c0, U, W, b, bn=None, *, activation="tanh", batch_first=False,
-            backend="cpu"):
-    """Validate, then run the layer; returns (hs [T, B, H] or [B, T, H], LayerCache)."""
+            backend="cpu", alloc=None):
+    """Validate, then run the layer; returns (hs [T, B, H] or [B, T, H], LayerCache).
+
+    ``alloc(shape, dtype)`` (CPU only, for fastbptt's own stacked models): the cache's state
+    rows come from it, and hs is then a view of them (time-major), not a copy.
+    """
     cl = _cells.get(cell)
     V.check_activation(activation, cl)
     V.check_choice("backend", backend, ("cpu", "numpy", "cuda"))
@@ -83,8 +87,10 @@ def forward(cell, x, h0, c0, U, W, b, bn=None, *, activation="tanh", batch_first
         last = np.concatenate(rows[0][-1], axis=1)
     else:
         from .cpu.layer import forward as cpu_forward
-        rows = cpu_forward(cl, x, state0, U, W, b, bn, act)
-        hs = rows[1:, :, :H].copy()                  # a copy: the cache stays the layer's own
+        rows = cpu_forward(cl, x, state0, U, W, b, bn, act, alloc)
+        hs = rows[1:, :, :H]
+        if alloc is None:
+            hs = hs.copy()                           # a copy: the cache stays the layer's own
         last = rows[T, :, :cl.S * H]
     cache = LayerCache(cell=cl, x=x, rows=rows, U=U, W=W, b=b, bn=bn, act=act,
                        activation=activation, backend=backend, batch_first=batch_first,
@@ -94,16 +100,23 @@ def forward(cell, x, h0, c0, U, W, b, bn=None, *, activation="tanh", batch_first
     return hs, cache
 
 
-def backward(cell, dhs, cache, dh_last=None, dc_last=None):
-    """Validate, then backpropagate; returns (dx, dstate0 [B, S·H], dU, dW, db, dbn)."""
+def backward(cell, dhs, cache, dh_last=None, dc_last=None, input_grad=True):
+    """Validate, then backpropagate; returns (dx, dstate0 [B, S·H], dU, dW, db, dbn).
+
+    ``input_grad=False``: dx is None and its product (δ U, as big as the input projection)
+    is not computed, e.g. for a first layer fed by data.
+    """
     if not isinstance(cache, LayerCache) or cache.cell is None or cache.cell.name != cell:
         want = {"rnn": "rnn_forward", "lstm": "lstm_forward", "gru": "gru_forward"}[cell]
         got = (f"a cache of {cache.cell.name}_forward" if isinstance(cache, LayerCache)
                else type(cache).__name__)
         raise TypeError(f"cache must be the cache returned by {want}; got {got}")
+    if not isinstance(input_grad, (bool, np.bool_)):
+        raise TypeError(f"input_grad must be a bool; got {input_grad!r}")
+    input_grad = bool(input_grad)
     if cache.backend == "cuda":
         from . import cuda
-        return cuda.layer_backward(dhs, cache, dh_last, dc_last)
+        return cuda.layer_backward(dhs, cache, dh_last, dc_last, input_grad=input_grad)
     cl, rows = cache.cell, cache.rows
     T, B = cache.x.shape[:2]
     H = cache.W.shape[1]
@@ -132,11 +145,12 @@ def backward(cell, dhs, cache, dh_last=None, dc_last=None):
     if cache.backend == "numpy":
         from .reference import layer_backward
         dx, dstate, dU, dW, db, dbn = layer_backward(cl, dhs, dstate, cache.x, rows, cache.U,
-                                                     cache.W, cache.b, cache.bn, cache.activation)
+                                                     cache.W, cache.b, cache.bn, cache.activation,
+                                                     input_grad)
     else:
         from .cpu.layer import backward as cpu_backward
         dx, dU, dW, db, dbn = cpu_backward(cl, dhs, dstate, cache.x, rows, cache.U, cache.W,
-                                           cache.bn, cache.act)
-    if cache.batch_first:
+                                           cache.bn, cache.act, input_grad)
+    if cache.batch_first and dx is not None:
         dx = np.ascontiguousarray(dx.transpose(1, 0, 2))
     return dx, dstate, dU, dW, db, dbn

@@ -330,45 +330,44 @@ def collect(weight_grads, dV, dc, dE, dstate0, finals):
 # --------------------------------------------------------------------------- cpu backend
 
 def _layer_api(cell, backend="cpu"):
-    """(forward, backward) of one layer through the public layer API, in a common form.
+    """(forward, backward) of one layer through the layer API, in a common form.
 
-    forward(x [n, B, F], state, w, activation) -> (hs [n, B, H], cache, end state)
-    backward(dhs [n, B, H], cache, dc_last) -> (dx [n, B, F], dstate0 tuple, {key: grad})
+    forward(x [n, B, F], state, w, activation, alloc=None) -> (hs [n, B, H], cache, end state)
+    backward(dhs [n, B, H], cache, dc_last, need_dx) -> (dx [n, B, F] or None without need_dx,
+                                                         dstate0 tuple, {key: grad})
+
+    ``alloc`` (CPU): the call's :class:`~fastbptt.cpu.workspace.Arena`'s ``empty``, for the
+    cache's state rows; hs is then a view of them.
     """
     from . import api
+    from . import layer as _layer
 
-    if cell.name == "rnn":
-        def forward(x, state, w, activation):
-            hs, cache = api.rnn_forward(x, state[0], w["U"], w["W"], w["b"], activation=activation,
-                                        backend=backend)
-            return hs, cache, (hs[-1],)
-
-        def backward(dhs, cache, dc_last):
-            dx, dh0, dU, dW, db = api.rnn_backward(dhs, cache)
-            return dx, (dh0,), {"U": dU, "W": dW, "b": db}
-        return forward, backward
-    fwd = getattr(api, f"{cell.name}_forward", None)
-    if fwd is None:
+    if getattr(api, f"{cell.name}_forward", None) is None:
         raise NotImplementedError(f"cell={cell.name!r} has no CPU layer kernels yet; stacked and "
                                   "bidirectional models of it run on backend='numpy'")
-    bwd = getattr(api, f"{cell.name}_backward")
-    if cell.name == "lstm":
-        def forward(x, state, w, activation):
-            hs, cache = fwd(x, state[0], state[1], w["U"], w["W"], w["b"], backend=backend)
-            return hs, cache, (hs[-1], cache.c_last)
 
-        def backward(dhs, cache, dc_last):
-            dx, dh0, dc0, dU, dW, db = bwd(dhs, cache, dc_last=dc_last)
+    def forward(x, state, w, activation, alloc=None):
+        hs, cache = _layer.forward(cell.name, x, state[0], state[1] if cell.S == 2 else None,
+                                   w["U"], w["W"], w["b"], w.get("bn"),
+                                   activation=activation if cell.name == "rnn" else "tanh",
+                                   backend=backend, alloc=alloc if backend == "cpu" else None)
+        return hs, cache, ((hs[-1], cache.c_last) if cell.S == 2 else (hs[-1],))
+
+    if cell.name == "rnn":
+        def backward(dhs, cache, dc_last, need_dx):
+            dx, dh0, dU, dW, db = api.rnn_backward(dhs, cache, input_grad=need_dx)
+            return dx, (dh0,), {"U": dU, "W": dW, "b": db}
+    elif cell.name == "lstm":
+        def backward(dhs, cache, dc_last, need_dx):
+            dx, dh0, dc0, dU, dW, db = api.lstm_backward(dhs, cache, dc_last=dc_last,
+                                                         input_grad=need_dx)
             return dx, (dh0, dc0), {"U": dU, "W": dW, "b": db}
-        return forward, backward
+    else:
+        bwd = getattr(api, f"{cell.name}_backward")
 
-    def forward(x, state, w, activation):
-        hs, cache = fwd(x, state[0], w["U"], w["W"], w["b"], w["bn"], backend=backend)
-        return hs, cache, (hs[-1],)
-
-    def backward(dhs, cache, dc_last):
-        dx, dh0, dU, dW, db, dbn = bwd(dhs, cache)
-        return dx, (dh0,), {"U": dU, "W": dW, "b": db, "bn": dbn}
+        def backward(dhs, cache, dc_last, need_dx):
+            dx, dh0, dU, dW, db, dbn = bwd(dhs, cache, input_grad=need_dx)
+            return dx, (dh0,), {"U": dU, "W": dW, "b": db, "bn": dbn}
     return forward, backward
 
 
@@ -463,6 +462,7 @@ def _cpu_loss_and_grad(p, st, backend="cpu"):
     which the next layer reads, are kept whole).
     """
     from .cpu import scatter_add_rows
+    from .cpu.workspace import Arena
 
     if p.truncate is not None and st.D == 1:
         return _cpu_windowed(p, st, backend)
@@ -491,29 +491,47 @@ def _cpu_loss_and_grad(p, st, backend="cpu"):
         x0 = table[p.ids]                                     # [T, B, n_in]
 
     # ---- forward ----
+    # What lives from the forward pass to the end of the call (the layers' outputs, the
+    # caches' state rows, the reverse direction's inputs) comes from a kept arena: fresh, the
+    # LSTM's rows were mapped and faulted in on every call. Checkpointed segments' caches do
+    # not live that long (they are recomputed), so those rows stay NumPy's.
+    arena = Arena() if backend == "cpu" else None
+    keep = arena.empty if arena is not None else np.empty
+    alloc = keep if arena is not None and not p.checkpoint else None
+
+    def kept_copy(a):
+        """a as a C-contiguous array that may live for the call (the cache holds it)."""
+        if a.flags.c_contiguous:
+            return a
+        c = keep(a.shape, a.dtype)
+        c[...] = a
+        return c
+
     outs, runs, finals = [], [], []
     x = x0
     for layer in range(L):
-        out = np.zeros((T, B, D * H), dtype=p.dtype)
+        # every element is written, but for the reverse direction's padding when not flipped
+        out = keep((T, B, D * H), p.dtype)
+        if D == 2 and not flip:
+            out[...] = 0
 
         def forward_direction(d, layer=layer, x=x, out=out):
             w = st.weights[layer][d]
             xd = x if d == 0 else x[::-1] if flip else x[rev, cols]
             state, ends, run = st.state0[layer][d], {0: st.state0[layer][d]}, []
-            # the reverse direction's outputs are scattered back to their times afterwards
-            hs = out[:, :, :H] if d == 0 else np.empty((T, B, H), dtype=p.dtype)
+            # the reverse direction's outputs go to their times: through a reversed view of
+            # out, or scattered afterwards
+            hs = (out[:, :, :H] if d == 0 else out[::-1, :, H:] if flip
+                  else np.empty((T, B, H), dtype=p.dtype))
             for a, e in segments:
                 start = state
-                hseg, cache, state = forward(np.ascontiguousarray(xd[a:e]), state, w, p.activation)
+                hseg, cache, state = forward(kept_copy(xd[a:e]), state, w, p.activation, alloc)
                 hs[a:e] = hseg
                 ends[e] = state
                 # checkpointing keeps the segment's initial state and recomputes its cache
                 run.append((a, e, start if p.checkpoint else cache))
-            if d == 1:
-                if flip:
-                    out[:, :, H:] = hs[::-1]
-                else:
-                    out[rev[valid_rev], np.nonzero(valid_rev)[1], H:] = hs[valid_rev]
+            if d == 1 and not flip:
+                out[rev[valid_rev], np.nonzero(valid_rev)[1], H:] = hs[valid_rev]
             # the state at each sequence's last valid step (forward) or after step 0 (reverse)
             if p.cell.S == 2:
                 final = tuple(np.stack([ends[int(v) + 1][j][b] for b, v in enumerate(p.last)])
@@ -563,7 +581,9 @@ def _cpu_loss_and_grad(p, st, backend="cpu"):
                         cache = forward(np.ascontiguousarray(xd[a:e]), cache, w, p.activation)[1]
                     seg = dhs[a - lo:e - lo].copy()
                     seg[-1] += carry[0]                       # ∂L/∂h at the segment's end
-                    dxs, carry, g = backward(seg, cache, carry[1] if len(carry) == 2 else None)
+                    # layer 0 fed by data: no δ U product (as big as its input projection)
+                    dxs, carry, g = backward(seg, cache, carry[1] if len(carry) == 2 else None,
+                                             need_dx)
                     for k, v in g.items():
                         grads[layer][d][k] += v
                     if need_dx:
@@ -591,6 +611,8 @@ def _cpu_loss_and_grad(p, st, backend="cpu"):
         dE = np.zeros_like(p.E)
         scatter_add_rows(dE, p.ids.reshape(-1), dx0.reshape(-1, p.n_in))
     out, last = collect(grads, dV, dc, dE, dstate0, finals)
+    if arena is not None:
+        arena.close()
     return loss, out, last
 
 
@@ -681,7 +703,7 @@ def _cpu_windowed(p, st, backend="cpu"):
                     cache = forward(np.ascontiguousarray(xw[a - lo:e - lo]), cache, w, p.activation)[1]
                 seg = dcur[a - lo:e - lo].copy()
                 seg[-1] += carry[0]                           # ∂L/∂h at the segment's end
-                dxs, carry, g = backward(seg, cache, carry[1] if S == 2 else None)
+                dxs, carry, g = backward(seg, cache, carry[1] if S == 2 else None, need_dx)
                 for k, v in g.items():
                     grads[layer][k] += v
                 if need_dx:

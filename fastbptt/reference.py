@@ -165,8 +165,9 @@ def layer_forward(cell, x, state0, U, W, b, bn, activation):
     return states, caches
 
 
-def layer_backward(cell, dhs, dstate, x, rows, U, W, b, bn, activation):
-    """(dx, dstate0 [B, S·H], dU, dW, db, dbn) of one layer given ∂L/∂h_t for every step."""
+def layer_backward(cell, dhs, dstate, x, rows, U, W, b, bn, activation, input_grad=True):
+    """(dx, dstate0 [B, S·H], dU, dW, db, dbn) of one layer given ∂L/∂h_t for every step
+    (dx None without ``input_grad``)."""
     states, caches = rows
     H = W.shape[1]
     grads = {"b": np.zeros_like(b), "bn": np.zeros(H, dtype=W.dtype)}
@@ -177,7 +178,9 @@ def layer_backward(cell, dhs, dstate, x, rows, U, W, b, bn, activation):
         dpre_x, dpre_h, d = cell.ref.backward(d, caches[t], states[t], W, {"bn": bn}, activation)
         dW += dpre_h.T @ states[t][0]
         dU += dpre_x.T @ x[t]
-        dx[t] = dpre_x @ U
+        if input_grad:
+            dx[t] = dpre_x @ U
         for k, v in cell.ref.bias_grads(dpre_x, dpre_h).items():
             grads[k] += v
-    return dx, np.concatenate(d, axis=1), dU, dW, grads["b"], (grads["bn"] if bn is not None else None)
+    return (dx if input_grad else None, np.concatenate(d, axis=1), dU, dW, grads["b"],
+            (grads["bn"] if bn is not None else None))

@@ -102,3 +102,56 @@ def test_example_dense_rnn_dense_runs_and_checks_its_gradients():
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "gradient check passed" in out.stdout
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("backend", ["cpu", "numpy"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_input_grad_false_skips_dx_and_changes_no_other_bit(cell, backend, dtype):
+    """<cell>_backward(..., input_grad=False) returns dx None and every other gradient bit
+    for bit as input_grad=True (the skipped product feeds nothing else)."""
+    G = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
+    rng = np.random.default_rng(7)
+    T, B, I, H = 6, 3, 4, 5
+    x = rng.standard_normal((B, T, I)).astype(dtype)
+    h0, c0 = (rng.standard_normal((B, H)).astype(dtype) for _ in range(2))
+    U, W = rng.standard_normal((G * H, I)).astype(dtype), (rng.standard_normal((G * H, H)) / 2).astype(dtype)
+    b, bn = rng.standard_normal(G * H).astype(dtype), rng.standard_normal(H).astype(dtype)
+    dhs = rng.standard_normal((B, T, H)).astype(dtype)
+    dh_last = rng.standard_normal((B, H)).astype(dtype)
+    fwd, bwd = getattr(fastbptt, f"{cell}_forward"), getattr(fastbptt, f"{cell}_backward")
+    args = {"rnn": [x, h0, U, W, b], "lstm": [x, h0, c0, U, W, b], "gru": [x, h0, U, W, b, bn]}[cell]
+    _, cache = fwd(*args, batch_first=True, backend=backend)
+    full = bwd(dhs, cache, dh_last)
+    skip = bwd(dhs, cache, dh_last, input_grad=False)
+    assert full[0].shape == x.shape and skip[0] is None
+    assert len(skip) == len(full)
+    for i, (a, c) in enumerate(zip(full[1:], skip[1:]), 1):
+        assert c.dtype == a.dtype
+        np.testing.assert_array_equal(c, a, err_msg=str(i))
+    with pytest.raises(TypeError, match="input_grad must be a bool; got 'no'"):
+        bwd(dhs, cache, input_grad="no")
+
+
+def test_a_stacked_model_skips_the_first_layers_input_gradient(monkeypatch):
+    """Float inputs need no gradient: the stacked CPU path asks layer 0 for none (its δ U is
+    as big as its input projection), and still every layer above its own."""
+    from fastbptt.cpu import layer as cpu_layer
+    seen = []
+    real = cpu_layer.backward
+
+    def spy(*args, **kw):
+        seen.append(args[-1] if len(args) > 9 else kw.get("input_grad", True))
+        return real(*args, **kw)
+    monkeypatch.setattr(cpu_layer, "backward", spy)
+    ps = fastbptt.init_params(4, 5, 3, cell="gru", num_layers=3, bidirectional=True, seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 2, 4)).astype(np.float32)
+    y = rng.integers(0, 3, (6, 2))
+    fastbptt.loss_and_grad(ps, x, y, cell="gru", num_layers=3, bidirectional=True)
+    assert sorted(seen) == [False, False, True, True, True, True]   # 3 layers x 2 directions
+    seen.clear()
+    E = ps["E"] = rng.standard_normal((7, 4)).astype(np.float32)      # embedded ids: dE needs it
+    fastbptt.loss_and_grad(ps, rng.integers(0, 7, (6, 2)), y, cell="gru", num_layers=3,
+                           bidirectional=True)
+    assert seen == [True] * 6 and E.shape == (7, 4)

@@ -181,3 +181,94 @@ def test_a_bad_keep_workspace_value_names_the_variable():
     r = _subprocess("sometimes", "import fastbptt.cpu.workspace")
     assert r.returncode != 0
     assert "FASTBPTT_KEEP_WORKSPACE='sometimes'" in r.stderr and "expected 1" in r.stderr
+
+
+def _arena_buf():
+    return W._local.slot.arena
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_a_stacked_call_keeps_its_arena_and_garbage_there_changes_no_bit(cell):
+    """A stacked model's state rows, outputs and reversed inputs come from the thread's kept
+    arena from the second call on: NaN bytes left there change nothing, nothing returned
+    lives in it, and release_workspaces frees it (the next call is a first call again)."""
+    for dt in (np.float32, np.float64):
+        stacked = dict(cell=cell, num_layers=2, bidirectional=True)
+        ps = fastbptt.init_params(5, 6, 4, dtype=dt, seed=3, **stacked)
+        rng = np.random.default_rng(2)
+        x = rng.standard_normal((7, 3, 5)).astype(dt)
+        y = rng.integers(0, 4, (7, 3))
+        lengths = np.array([7, 4, 6])                  # padding: the gathered reverse path
+        for extra in ({}, {"mask": np.arange(7)[:, None] < lengths[None, :]}):
+            W.release()
+            first = fastbptt.loss_and_grad(ps, x, y, **stacked, **extra)
+            assert _arena_buf() is None                  # the first call sizes it, the next has it
+            second = fastbptt.loss_and_grad(ps, x, y, **stacked, **extra)
+            buf = _arena_buf()
+            assert buf is not None and buf.nbytes >= 4 * 7 * 3 * 6 * dt().itemsize
+            buf[:] = 0xFF                                # every float is a NaN now
+            third = fastbptt.loss_and_grad(ps, x, y, **stacked, **extra)
+            assert _arena_buf() is buf                   # reused, not reallocated
+            _same(second, first)
+            _same(third, first)
+            for out in (second, third):
+                last = out[2] if isinstance(out[2], tuple) else (out[2],)
+                for a in (*out[1].values(), *last):
+                    assert not np.shares_memory(a, buf)
+            assert W.kept_bytes() >= buf.nbytes
+            assert M.release_workspaces() >= buf.nbytes
+            assert _arena_buf() is None and W.kept_bytes() == 0
+
+
+def test_stacked_calls_from_several_threads_each_use_their_own_arena():
+    W.release()
+    stacked = dict(num_layers=2, bidirectional=True)
+    cases = []
+    for i, cell in enumerate(CELLS * 2):
+        ps = fastbptt.init_params(5, 6, 4, cell=cell, dtype=np.float64, seed=i, **stacked)
+        rng = np.random.default_rng(i)
+        cases.append((cell, ps, rng.standard_normal((7, 3, 5)), rng.integers(0, 4, (7, 3))))
+    want = [fastbptt.loss_and_grad(ps, x, y, cell=c, **stacked) for c, ps, x, y in cases]
+    got = [None] * len(cases)
+    start = threading.Barrier(len(cases))
+
+    def run(i):
+        c, ps, x, y = cases[i]
+        start.wait()
+        for _ in range(10):
+            got[i] = fastbptt.loss_and_grad(ps, x, y, cell=c, **stacked)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(cases))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for g, w in zip(got, want):
+        _same(g, w)
+
+
+def test_measure_peak_of_a_warm_stacked_call_is_the_first_calls():
+    """The arena is allocated at the start of the call after the one that sized it (never
+    at a call's end, next to the arrays still in use), and measure_peak frees it first."""
+    stacked = dict(cell="lstm", num_layers=2, bidirectional=True)
+    ps = fastbptt.init_params(16, 32, 8, dtype=np.float32, seed=0, **stacked)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((50, 4, 16)).astype(np.float32)
+    y = rng.integers(0, 8, (50, 4))
+    run = lambda: fastbptt.loss_and_grad(ps, x, y, **stacked)   # noqa: E731
+    for _ in range(2):
+        run()
+    _, cold, _ = M.measure_peak(run)                     # released first: a first call
+    run()
+    W.release()
+    _, again, _ = M.measure_peak(run)
+    import tracemalloc
+    run()                                                # sizes the arena
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    base = tracemalloc.get_traced_memory()[0]
+    run()                                                # allocates it at its start
+    warm = tracemalloc.get_traced_memory()[1] - base
+    tracemalloc.stop()
+    assert abs(again - cold) <= 4096
+    assert warm <= cold + 4096                           # one arena instead of its arrays

@@ -10,8 +10,11 @@ from .steps import (backward_steps, cell_tag, forward_steps, input_delta, input_
 from .workspace import held
 
 
-def forward(cell, x, state0, U, W, b, bn, act):
-    """State rows [T+1, B, K·H] of the layer over x [T, B, n_in] from state0 [B, S·H]."""
+def forward(cell, x, state0, U, W, b, bn, act, alloc=None):
+    """State rows [T+1, B, K·H] of the layer over x [T, B, n_in] from state0 [B, S·H].
+
+    alloc(shape, dtype): where the rows come from (default np.empty; a stacked model's call
+    passes its :class:`~fastbptt.cpu.workspace.Arena`)."""
     register_blas()
     T, B, n_in = x.shape
     H, GH, dt = W.shape[1], W.shape[0], W.dtype
@@ -21,7 +24,7 @@ def forward(cell, x, state0, U, W, b, bn, act):
     pre2 = pre.reshape(-1, GH)
     pre2[...] = b
     gemm(x.reshape(-1, n_in), 0, U, 1, pre2, 1.0, sc, fs)
-    rows = np.empty((T + 1, B, cell.K * H), dt)
+    rows = (alloc or np.empty)((T + 1, B, cell.K * H), dt)
     rows[0, :, :cell.S * H] = state0
     rec = np.empty((B if cell.split else 0, GH), dt)
     forward_steps(cell_tag(cell), cell.split, pre, rows, W, recurrent_operand(W, B),
@@ -30,8 +33,10 @@ def forward(cell, x, state0, U, W, b, bn, act):
     return rows
 
 
-def backward(cell, dhs, dstate, x, rows, U, W, bn, act):
-    """(dx, dU, dW, db, dbn) given ∂L/∂h_t for every step; dstate [B, S·H] in/out."""
+def backward(cell, dhs, dstate, x, rows, U, W, bn, act, input_grad=True):
+    """(dx, dU, dW, db, dbn) given ∂L/∂h_t for every step; dstate [B, S·H] in/out.
+
+    dx is None without ``input_grad`` (its product δ U is skipped)."""
     register_blas()
     T, B, n_in = x.shape
     H, dt = W.shape[1], W.dtype
@@ -46,7 +51,9 @@ def backward(cell, dhs, dstate, x, rows, U, W, bn, act):
     dU = np.empty_like(U)
     db = np.empty(U.shape[0], dt)
     input_grads(xb, d2, x.reshape(-1, n_in), dU, db, 0.0, sc, fs)
-    dx = np.empty((T, B, n_in), dt)
-    input_delta(xb, d2, U, dx.reshape(-1, n_in), sc, fs)
+    dx = None
+    if input_grad:
+        dx = np.empty((T, B, n_in), dt)
+        input_delta(xb, d2, U, dx.reshape(-1, n_in), sc, fs)
     restore_threads(sc)
     return dx, dU, dW, db, (dbn if bn is not None else None)

@@ -109,7 +109,7 @@ def layer_forward(cell, x, h0, c0, U, W, b, bn=None, *, activation="tanh", batch
     return hs, fields
 
 
-def layer_backward(dhs, cache, dh_last=None, dc_last=None):
+def layer_backward(dhs, cache, dh_last=None, dc_last=None, input_grad=True):
     """Backpropagate a layer run by :func:`layer_forward`.
 
     Parameters
@@ -120,6 +120,8 @@ def layer_backward(dhs, cache, dh_last=None, dc_last=None):
         ``batch_first``.
     dh_last, dc_last : [B, H] or None
         The gradient on the final state (c: the LSTM only), e.g. from a decoder.
+    input_grad : bool
+        False: dx is None and its product is skipped.
 
     Returns
     -------
@@ -164,11 +166,11 @@ def layer_backward(dhs, cache, dh_last=None, dc_last=None):
     g = {"W": d.zeros((GH, H)), "b": d.zeros(GH), "U": d.zeros((GH, n_in))}
     if cache.bn is not None:
         g["bn"] = d.zeros(H)
-    dx = d.empty((T, B, n_in))
+    dx = d.empty((T, B, n_in)) if input_grad else None
     cell_weight_grads(d, cl, delta.reshape(T * B, cl.D * H),
                       rows[:-1].reshape(T * B, cl.K * H)[:, :H], xd.reshape(T * B, n_in), None,
-                      Ud, g, dx.reshape(T * B, n_in))
-    if swap:
+                      Ud, g, None if dx is None else dx.reshape(T * B, n_in))
+    if swap and dx is not None:
         dx = d.contiguous(dx, None, 1)
     out = (dx, dstate, g["U"], g["W"], g["b"], g.get("bn"))
     if not ondev:

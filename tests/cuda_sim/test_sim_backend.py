@@ -288,6 +288,11 @@ def test_public_layer_api_matches_cpu(cell, path, batch_first, device, monkeypat
     for i, (r, g) in enumerate(zip(ref, got)):
         assert getattr(g, "__cuda_ndarray__", False) is device, i
         np.testing.assert_allclose(_host(g), r, err_msg=str(i), **CUDA64)
+    # input_grad=False: dx None, every other gradient as before
+    skip = bwd(dhs, c2, *lasts, input_grad=False)
+    assert skip[0] is None
+    for i, (r, g) in enumerate(zip(ref[1:], skip[1:]), 1):
+        np.testing.assert_allclose(_host(g), r, err_msg=str(i), **CUDA64)
 
 
 @pytest.mark.parametrize("cell,path", [("lstm", "persistent"), ("gru", "per-step")])
