@@ -242,11 +242,13 @@ def loss_and_grad(params: Mapping[str, ArrayLike], inputs: ArrayLike, targets: A
         out = reference.loss_and_grad(p)
     elif backend == "cpu":
         # compiled code must not be where memory runs out
-        check_fits(p, fused=_cpu_fused_eligible(p))
+        fused = _cpu_fused_eligible(p)
+        check_fits(p, fused=fused)
         from .cpu import parallel as parts
         n = parts.parts_of(p)
+        # the engine reads float inputs a window at a time: its parts take views, no copies
         out = _cpu_solve(p) if n == 1 else parts.run_parts(
-            p.B, n, lambda lo, hi: (parts.rows_of(p, lo, hi),), _cpu_solve)
+            p.B, n, lambda lo, hi: (parts.rows_of(p, lo, hi, view_x=not fused),), _cpu_solve)
     else:
         from . import engine
         out = engine.run(p, _backend_ops(backend, p))

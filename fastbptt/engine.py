@@ -156,6 +156,15 @@ def plan(T, truncate, checkpoint):
     return k1, k2, k2 - k1, seg, group
 
 
+def is_full(T, truncate, checkpoint):
+    """Whether the schedule (validated ``truncate`` pair and checkpoint segment, or None) is
+    full BPTT: one block over all T steps with every state kept. ``truncate=(k1, k2)`` with
+    k1 >= T cuts nothing, and a checkpoint segment as long as the window recomputes nothing,
+    so such calls take full BPTT's paths (the fused CPU call), with the same memory."""
+    k1, _, _, seg, _ = plan(T, truncate, checkpoint)
+    return k1 >= T and seg is None
+
+
 def run(p, ops):
     """Loss, gradients and h_last of the validated problem ``p`` on the backend ``ops``."""
     T = p.T

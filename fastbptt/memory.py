@@ -134,8 +134,9 @@ def estimate(T: int, B: int, n_in: int, n_hidden: int, n_out: int, *,
     from .engine import plan
     tr = parse_truncate(truncate, T)
     k1, k2, hist, seg, group = plan(T, tr, _ckpt_segment(checkpoint, T))   # the engine's own
+    plain = k1 >= T and seg is None      # engine.is_full: full BPTT, nothing cut or recomputed
     if fused is None:
-        fused = tr is None and seg is None and checkpoint is None
+        fused = plain
     BH = B * H * it
     GH, KH, DH, SH = cl.G * H, cl.K * H, cl.D * H, cl.S * H
     V_E = vocab_size or I
@@ -151,19 +152,19 @@ def estimate(T: int, B: int, n_in: int, n_hidden: int, n_out: int, *,
         fixed["initial_state"] = B * SH * it                       # [h0 | c0] in one array
     from .cpu.parallel import parts_for
     n_parts = parts_for(T, B, cl.G, H, I, O) if _parts is None else _parts
-    if n_parts > 1 and _parts is None and (tr is not None or checkpoint is not None):
+    if n_parts > 1 and _parts is None and not plain:
         whole = estimate(T, B, n_in, n_hidden, n_out, truncate=truncate, checkpoint=checkpoint,
                          dtype=dt, inputs=inputs, vocab_size=vocab_size, fused=fused, cell=cell,
                          _parts=1).total
         if not split_pays(_split_bytes(T, B, I, it, inputs, B * SH * it, params, n_parts,
-                                       fixed["weight_copies"]), whole):
+                                       fixed["weight_copies"], fused), whole):
             n_parts = 1
     if n_parts > 1:
         # rows across the cores (fastbptt.cpu.parallel): the parts' working sets together are
         # the whole call's when they run side by side (in turn, on a busy machine, only one
         # part's: this is the upper bound); on top, what the split copies (_split_bytes)
         fixed["batch_split"] = _split_bytes(T, B, I, it, inputs, B * SH * it, params, n_parts,
-                                            0 if fused else fixed["weight_copies"])
+                                            0 if fused else fixed["weight_copies"], fused)
 
     # the forward steps' copy of Wᵀ, one per part where they read it (cpu.blas.forward_transposed)
     wt = _transposed_w_bytes(B, n_parts, GH * H * it, dt)
@@ -204,12 +205,18 @@ def estimate(T: int, B: int, n_in: int, n_hidden: int, n_out: int, *,
         nh = min(seg, k1)
         rec = seg
     xe = (lambda n: n * B * I * it) if inputs == "embed" else (lambda n: 0)
+    # a split's parts read float inputs through views (parallel.rows_of): each window's rows
+    # are gathered while its input projection and its weight gradients' product run
+    xg = (lambda n: n * B * I * it) if inputs == "float" and n_parts > 1 else (lambda n: 0)
     GB, DB = B * GH * it, B * DH * it
     phases = {
-        "forward": {"input_projection": max(nf, rec) * GB, "embedded_inputs": xe(max(nf, rec))},
+        "forward": {"input_projection": max(nf, rec) * GB, "embedded_inputs": xe(max(nf, rec)),
+                    "input_rows": xg(max(nf, rec))},
         "head": {"logits": nh * B * O * it, "dh_head": nh * BH},
-        "backward": {"dh_head": nh * BH, "deltas": L * DB},
-        "weights": {"deltas": L * DB, "embedded_inputs": 2 * xe(L)},
+        # without checkpointing the group's ∂L/∂h is still held while a window's weight
+        # gradients gather its input rows
+        "backward": {"dh_head": nh * BH, "deltas": L * DB, "input_rows": xg(L) if seg is None else 0},
+        "weights": {"deltas": L * DB, "embedded_inputs": 2 * xe(L), "input_rows": xg(L)},
     }
     best = None
     for name, comp in phases.items():
@@ -246,13 +253,15 @@ def _transposed_w_bytes(B, n_parts, w_bytes, dt):
     return sum(w_bytes for lo, hi in bounds(B, n_parts) if forward_transposed(hi - lo, dt))
 
 
-def _split_bytes(T, B, I, it, inputs, state_bytes, params, n_parts, weight_copies):
+def _split_bytes(T, B, I, it, inputs, state_bytes, params, n_parts, weight_copies, fused):
     """What splitting the rows into n_parts adds (fastbptt.cpu.parallel.rows_of, combine)."""
-    # each part's copy of its rows of the inputs (float rows or ids), the targets (counted as
-    # class ids) and the loss weights, the states, the parts' own gradients (the first
-    # part's become the call's: n_parts - 1 more sets) and, in the engine, every part's own
-    # copies of the weights (Uᵀ for one-hot ids)
-    return (T * B * (I * it if inputs == "float" else 8) + T * B * 8 + T * B * it
+    # each part's copy of its rows of the inputs (ids; float rows only for the fused call:
+    # the engine's parts read views of them), the targets (counted as class ids) and the
+    # loss weights, the states, the parts' own gradients (the first part's become the
+    # call's: n_parts - 1 more sets) and, in the engine, every part's own copies of the
+    # weights (Uᵀ for one-hot ids)
+    per_step = (I * it if fused else 0) if inputs == "float" else 8
+    return (T * B * per_step + T * B * 8 + T * B * it
             + 2 * state_bytes + (n_parts - 1) * (params + weight_copies))
 
 

@@ -145,8 +145,12 @@ def test_memory_saving_calls_split_when_the_copies_are_small(monkeypatch):
         (100, 32, 128, 64, 64, "float", dict(truncate=25), True),           # the small size
         (100, 32, 128, 64, 64, "onehot", dict(checkpoint=10), True),
         (1000, 32, 256, 256, 256, "onehot", dict(truncate=(25, 25)), True),  # memprofile: 1.4 MiB
-        # a copy of [1000, 32, 256] float inputs (32 MiB) for a 5 MiB checkpointed call
-        (1000, 32, 256, 256, 256, "float", dict(checkpoint=32), False),
+        # float inputs: the engine's parts read views of them (no 32 MiB copy of [1000, 32,
+        # 256] for a 5 MiB checkpointed call), only each window's rows are gathered
+        (1000, 32, 256, 256, 256, "float", dict(checkpoint=32), True),
+        # a 20,000-word vocabulary: each part's own gradients and Uᵀ are 20 MiB more
+        (50, 32, 128, 20000, 20000, "onehot", dict(checkpoint=10), False),
+        (50, 32, 128, 20000, 20000, "float", dict(truncate=10), False),
         (1000, 32, 256, 256, 256, "float", dict(), True),                   # full BPTT splits
     ]
     for T, B, H, n_in, n_out, kind, opt, splits in cases:
@@ -253,3 +257,14 @@ def test_directions_side_by_side_or_in_turn_give_the_same_bits(monkeypatch, cell
         np.testing.assert_array_equal(a, b)
     want = fastbptt.loss_and_grad(**case, checkpoint=3, backend="numpy")
     _assert_same(side, want, 2e-5)
+
+
+def test_engine_parts_read_views_of_float_inputs():
+    """rows_of(view_x=True) (the engine's parts) keeps float inputs a view of the caller's
+    array; the default (the fused call's parts) copies them, C-contiguous."""
+    p = _problem_with(6, 5, 4, 3, 2, "float", truncate=2)
+    v = parallel.rows_of(p, 1, 4, view_x=True)
+    c = parallel.rows_of(p, 1, 4)
+    assert np.shares_memory(v.x, p.x) and v.x.shape == (6, 3, 3)
+    assert not np.shares_memory(c.x, p.x) and c.x.flags.c_contiguous
+    np.testing.assert_array_equal(v.x, c.x)

@@ -295,3 +295,39 @@ def test_chunks_equal_torch_detach(kind):
             np.testing.assert_allclose(loss, want_loss, **TORCH64)
             for n in want:
                 np.testing.assert_allclose(grads[n], want[n], err_msg=f"k={k} {backend} {n}", **TORCH64)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_a_truncation_or_checkpoint_that_cuts_nothing_is_full_bptt_on_the_fused_call(cell):
+    """truncate=(k1, k2) with k1 >= T is one block over the whole sequence, and a checkpoint
+    segment of T steps recomputes nothing: both are full BPTT, so they run its fused call
+    (the same bits) and the memory estimate is full BPTT's."""
+    from fastbptt import _validate as V
+    from fastbptt import memory as M
+    from fastbptt.cpu import fused_eligible
+    T = 9
+    case = make_case(cell=cell, T=T, B=3, input_kind="float", target_kind="ids", seed=4)
+    full = fastbptt.loss_and_grad(**case)
+    est_full = M.estimate(T, 3, case["inputs"].shape[2], case["params"]["W"].shape[1],
+                          case["params"]["V"].shape[0], inputs="float", cell=cell)
+    for opt in (dict(truncate=T), dict(truncate=(T + 3, T + 5)), dict(checkpoint=T),
+                dict(truncate=T, checkpoint=T)):
+        p = V.validate_loss_and_grad(case["params"], case["inputs"], case["targets"], case["h0"],
+                                     "tanh", "cross_entropy", "sum", None, False, "cpu",
+                                     opt.get("truncate"), opt.get("checkpoint"), cell=cell)
+        assert fused_eligible(p), opt
+        got = fastbptt.loss_and_grad(**case, **opt)
+        assert got[0] == full[0]
+        for k in full[1]:
+            np.testing.assert_array_equal(got[1][k], full[1][k], err_msg=f"{opt} {k}")
+        for a, b in zip(got[2] if cell == "lstm" else (got[2],),
+                        full[2] if cell == "lstm" else (full[2],)):
+            np.testing.assert_array_equal(a, b)
+        est = M.estimate(T, 3, case["inputs"].shape[2], case["params"]["W"].shape[1],
+                         case["params"]["V"].shape[0], inputs="float", cell=cell, **opt)
+        assert est.total == est_full.total, opt
+    # one step shorter: a real cut, on the engine
+    p = V.validate_loss_and_grad(case["params"], case["inputs"], case["targets"], case["h0"],
+                                 "tanh", "cross_entropy", "sum", None, False, "cpu", T - 1, None,
+                                 cell=cell)
+    assert not fused_eligible(p)

@@ -243,7 +243,8 @@ def fused_full_bptt(tag, split, K, D, xblocks, bn_col, x, ids, E, U, W, b, bn, V
 
 def fused_eligible(p) -> bool:
     """Whether :func:`fused_loss_and_grad` handles the validated problem ``p``."""
-    return (p.truncate is None and p.checkpoint is None and p.dense and not p.masked
+    from ..engine import is_full
+    return (is_full(p.T, p.truncate, p.checkpoint) and p.dense and not p.masked
             and p.y_map is None and p.T * p.B * max(p.n_in, p.H * p.cell.K, p.n_out) < LP64_MAX)
 
 

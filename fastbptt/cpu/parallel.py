@@ -60,8 +60,9 @@ def parts_of(p, layers=1, directions=1) -> int:
     ``truncate=25`` at the small size cost 1.5-1.9x the full call whole, 1.0-1.3x split.
     ``FASTBPTT_NUM_THREADS=1`` never splits, for the smallest footprint.
     """
+    from ..engine import is_full
     n = parts_for(p.T, p.B, p.cell.G, p.H, p.n_in, p.n_out, layers, directions)
-    if n > 1 and (p.truncate is not None or p.checkpoint is not None):
+    if n > 1 and not is_full(p.T, p.truncate, p.checkpoint):
         from ..memory import estimate, problem_args
         if "batch_split" not in estimate(**problem_args(p)).components:
             return 1
@@ -98,11 +99,14 @@ def bounds(B: int, n: int) -> list[tuple[int, int]]:
     return out
 
 
-def rows_of(p, lo: int, hi: int):
+def rows_of(p, lo: int, hi: int, view_x: bool = False):
     """The problem ``p`` restricted to the sequences lo .. hi-1 (a new Problem, own arrays).
 
     The loss weights were normalised over the whole batch when ``p`` was validated, so the
-    parts' losses and gradients add up to the whole's.
+    parts' losses and gradients add up to the whole's. ``view_x``: float inputs stay a view
+    ``x[:, lo:hi]`` of the caller's array instead of a copy; for the engine, which reads x
+    a window of steps at a time (each window's rows are gathered when its products run), so
+    a memory-saving call does not copy the whole input to split.
     """
     C = np.ascontiguousarray
     nb = hi - lo
@@ -118,7 +122,7 @@ def rows_of(p, lo: int, hi: int):
     weights = C(p.weights[:, lo:hi])
     return replace(
         p, B=nb,
-        x=None if p.x is None else C(p.x[:, lo:hi]),
+        x=None if p.x is None else p.x[:, lo:hi] if view_x else C(p.x[:, lo:hi]),
         ids=None if p.ids is None else C(p.ids[:, lo:hi]),
         h0=C(p.h0[lo:hi]), c0=None if p.c0 is None else C(p.c0[lo:hi]),
         tgt_ids=None if p.tgt_ids is None else C(p.tgt_ids[:, lo:hi]),
