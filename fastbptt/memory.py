@@ -285,9 +285,10 @@ def release_workspaces() -> int:
 
     Each thread that made a full-BPTT CPU call keeps that call's workspace (the largest it
     has needed) for its next call, which then skips allocating and faulting it in (a quarter
-    of the call at the large size; :mod:`fastbptt.cpu.workspace`). Call this to hand the
-    memory back, for example before other work that needs it; the next call allocates
-    again. ``FASTBPTT_KEEP_WORKSPACE=0`` keeps none.
+    of the call at the large size; :mod:`fastbptt.cpu.workspace`); a thread that called a
+    stacked model keeps its arena too (the state rows and layer outputs such a call holds).
+    Call this to hand the memory back, for example before other work that needs it; the
+    next call allocates again. ``FASTBPTT_KEEP_WORKSPACE=0`` keeps none.
     """
     from .cpu.workspace import release
     return release()

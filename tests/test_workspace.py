@@ -270,5 +270,8 @@ def test_measure_peak_of_a_warm_stacked_call_is_the_first_calls():
     run()                                                # allocates it at its start
     warm = tracemalloc.get_traced_memory()[1] - base
     tracemalloc.stop()
-    assert abs(again - cold) <= 4096
-    assert warm <= cold + 4096                           # one arena instead of its arrays
+    arena = _arena_buf().nbytes
+    # (a few tens of KB of Python objects vary between calls in a long test session)
+    assert arena > 0.3 * cold                            # an arena allocated next to its
+    assert abs(again - cold) <= 0.05 * cold              # call's arrays would show
+    assert warm <= 1.05 * cold                           # one arena instead of its arrays
