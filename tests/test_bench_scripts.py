@@ -145,3 +145,34 @@ def test_bench_busy_tiny_run(tmp_path):
     js = json.loads(out.read_text())
     assert [r["neighbour"] for r in js["rows"]] == ["none", "spin"]
     rf.RENDERERS["busy"](js)
+
+
+bench_products = _load("bench/bench_products.py", "bench_products_script")
+
+
+@pytest.mark.parametrize("argv, word", [(["--cell", "elman"], "--cell"), (["--layout", "both"], "--layout"),
+                                        (["--seconds", "0"], "--seconds")])
+def test_products_bad_arguments_name_the_option(argv, word, capsys):
+    with pytest.raises(SystemExit) as exc:
+        bench_products.main(argv)
+    assert exc.value.code == 2
+    assert word in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("size", ["small", "medium"])
+def test_products_are_the_calls_products(cell, size):
+    """The listed products add up to the bench's flop count: the fused call's exactly (per
+    core, times the cores), the stacked direction's plus the upper layer's δ U, which the
+    bench's formula leaves out."""
+    from fastbptt.bench import SIZES, flops
+    T, B, I, H, O = SIZES[size][:5]
+
+    def total(rows, part=None):
+        return sum(2 * m * k * n * c for _, (m, k, n, _, _), c, p in rows if part in (None, p))
+    fused = bench_products.products(cell, size, "fused", cores=2)
+    assert 2 * total(fused) == flops(T, B, I, H, O, cell=cell)
+    stacked = bench_products.products(cell, size, "stacked", cores=2)
+    G = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
+    both = 2 * total(stacked, "call") + 2 * total(stacked, "head")   # two directions, two blocks
+    assert both == flops(T, B, I, H, O, cell=cell, layers=2, bidirectional=True) + 2 * 2 * T * B * G * H * 2 * H
