@@ -169,11 +169,6 @@ class Arena:
             return np.empty(shape, dt)
         return buf[off:off + n].view(dt).reshape(shape)
 
-    def zeros(self, shape, dtype):
-        a = self.empty(shape, dtype)
-        a[...] = 0
-        return a
-
     def close(self):
         """End of the call: the thread's next arena is to hold what this call asked for."""
         if self._slot is not None:
