@@ -24,6 +24,26 @@ def _case(cell, dtype=np.float64, T=7, B=3, I=5, H=6, O=4, seed=0):
     return p, x, y
 
 
+def _same_in_threads(calls, want, repeats):
+    """Each call repeated in a thread of its own, all at once (the kernels release the GIL);
+    every result equals its want bit for bit."""
+    got = [None] * len(calls)
+    start = threading.Barrier(len(calls))
+
+    def run(i):
+        start.wait()
+        for _ in range(repeats):
+            got[i] = calls[i]()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for g, w in zip(got, want):
+        _same(g, w)
+
+
 def _slot_buf():
     return W._local.slot.buf
 
@@ -117,25 +137,11 @@ def test_each_thread_keeps_its_own_and_frees_it_when_it_ends():
     the GIL) and the right answer; a thread's workspace goes with the thread."""
     W.release()
     cases = [_case(c, seed=i) for i, c in enumerate(CELLS * 2)]
-    cells = CELLS * 2
-    want = [fastbptt.loss_and_grad(*cs, cell=c) for cs, c in zip(cases, cells)]
+    calls = [lambda cs=cs, c=c: fastbptt.loss_and_grad(*cs, cell=c)
+             for cs, c in zip(cases, CELLS * 2)]
+    want = [f() for f in calls]
     W.release()
-    got = [None] * len(cases)
-    start = threading.Barrier(len(cases))
-
-    def run(i):
-        start.wait()
-        for _ in range(20):
-            got[i] = fastbptt.loss_and_grad(*cases[i], cell=cells[i])
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(cases))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for g, w in zip(got, want):
-        _same(g, w)
-    del t, threads
+    _same_in_threads(calls, want, 20)
     import gc
     gc.collect()
     assert W.kept_bytes() == 0                           # this thread kept none; theirs are gone
@@ -228,23 +234,9 @@ def test_stacked_calls_from_several_threads_each_use_their_own_arena():
         ps = fastbptt.init_params(5, 6, 4, cell=cell, dtype=np.float64, seed=i, **stacked)
         rng = np.random.default_rng(i)
         cases.append((cell, ps, rng.standard_normal((7, 3, 5)), rng.integers(0, 4, (7, 3))))
-    want = [fastbptt.loss_and_grad(ps, x, y, cell=c, **stacked) for c, ps, x, y in cases]
-    got = [None] * len(cases)
-    start = threading.Barrier(len(cases))
-
-    def run(i):
-        c, ps, x, y = cases[i]
-        start.wait()
-        for _ in range(10):
-            got[i] = fastbptt.loss_and_grad(ps, x, y, cell=c, **stacked)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(cases))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for g, w in zip(got, want):
-        _same(g, w)
+    calls = [lambda c=c, ps=ps, x=x, y=y: fastbptt.loss_and_grad(ps, x, y, cell=c, **stacked)
+             for c, ps, x, y in cases]
+    _same_in_threads(calls, [f() for f in calls], 10)
 
 
 def test_measure_peak_of_a_warm_stacked_call_is_the_first_calls():
