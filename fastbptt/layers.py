@@ -353,21 +353,14 @@ def _layer_api(cell, backend="cpu"):
                                    backend=backend, alloc=alloc if backend == "cpu" else None)
         return hs, cache, ((hs[-1], cache.c_last) if cell.S == 2 else (hs[-1],))
 
-    if cell.name == "rnn":
-        def backward(dhs, cache, dc_last, need_dx):
-            dx, dh0, dU, dW, db = api.rnn_backward(dhs, cache, input_grad=need_dx)
-            return dx, (dh0,), {"U": dU, "W": dW, "b": db}
-    elif cell.name == "lstm":
-        def backward(dhs, cache, dc_last, need_dx):
-            dx, dh0, dc0, dU, dW, db = api.lstm_backward(dhs, cache, dc_last=dc_last,
-                                                         input_grad=need_dx)
-            return dx, (dh0, dc0), {"U": dU, "W": dW, "b": db}
-    else:
-        bwd = getattr(api, f"{cell.name}_backward")
-
-        def backward(dhs, cache, dc_last, need_dx):
-            dx, dh0, dU, dW, db, dbn = bwd(dhs, cache, input_grad=need_dx)
-            return dx, (dh0,), {"U": dU, "W": dW, "b": db, "bn": dbn}
+    def backward(dhs, cache, dc_last, need_dx):
+        dx, ds, dU, dW, db, dbn = _layer.backward(cell.name, dhs, cache, None, dc_last,
+                                                  input_grad=need_dx)
+        H = dW.shape[1]
+        g = {"U": dU, "W": dW, "b": db}
+        if dbn is not None:
+            g["bn"] = dbn
+        return dx, tuple(ds[:, j * H:(j + 1) * H] for j in range(cell.S)), g
     return forward, backward
 
 

@@ -131,10 +131,11 @@ def estimate(T: int, B: int, n_in: int, n_hidden: int, n_out: int, *,
         raise TypeError(f"dtype must be float32 or float64; got {dtype!r}")
     it = dt.itemsize
     H, O, I = n_hidden, n_out, n_in
-    from .engine import plan
+    from .engine import is_full, plan
     tr = parse_truncate(truncate, T)
-    k1, k2, hist, seg, group = plan(T, tr, _ckpt_segment(checkpoint, T))   # the engine's own
-    plain = k1 >= T and seg is None      # engine.is_full: full BPTT, nothing cut or recomputed
+    ck = _ckpt_segment(checkpoint, T)
+    k1, k2, hist, seg, group = plan(T, tr, ck)       # the engine's own
+    plain = is_full(T, tr, ck)                       # full BPTT: nothing cut or recomputed
     if fused is None:
         fused = plain
     BH = B * H * it

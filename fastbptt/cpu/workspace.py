@@ -165,7 +165,7 @@ class Arena:
             off = self._off
             self._off = off + -(-n // self.ALIGN) * self.ALIGN
         buf = self._buf
-        if buf is None or self._off > buf.nbytes:
+        if buf is None or off + n > buf.nbytes:
             return np.empty(shape, dt)
         return buf[off:off + n].view(dt).reshape(shape)
 
